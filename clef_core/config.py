@@ -1,0 +1,274 @@
+"""Typed, frozen experiment configuration: one model per concern, composed into one.
+
+Defaults are the paper's (DESIGN.md); named presets in `presets/*.yaml` hold only their
+differences from these defaults; `--set a.b=value` overrides win over the preset. The resolved
+config is written beside every output and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clef_core.errors import ConfigError
+
+PRESET_DIR = Path(__file__).with_name("presets")
+DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    data_dir: Path = Path("data")  # shards, checkpoints, MLflow store, Prefect home live here
+    roots: dict[str, Path] = {}  # dataset name -> root of the user's copy, as released
+    image_size: int = Field(224, ge=32, le=1024)  # side of the aligned face crop in the shards
+    jpeg_quality: int = Field(95, ge=50, le=100)  # JPEG quality of the stored crops
+    shard_rows: int = Field(20_000, ge=100)  # rows per Parquet file (~200 MB at 224 px)
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.data_dir / "shards"
+
+
+class InlineCLIPConfig(_Frozen):
+    """A small open_clip CLIP, for CPU runs (fields map onto open_clip's CLIPVision/TextCfg)."""
+
+    embed_dim: int = Field(64, ge=8)  # joint embedding width
+    image_size: int = Field(64, ge=16)  # model input side in pixels
+    patch_size: int = Field(8, ge=2)  # ViT patch side
+    vision_width: int = Field(128, ge=16)  # ViT width
+    vision_layers: int = Field(4, ge=1)  # ViT depth
+    vision_head_width: int = Field(32, ge=8)  # width per attention head
+    text_width: int = Field(64, ge=16)  # text transformer width
+    text_layers: int = Field(2, ge=1)  # text transformer depth
+    text_heads: int = Field(2, ge=1)  # text attention heads
+    context_length: int = Field(77, ge=8)  # tokens per text
+
+    @model_validator(mode="after")
+    def _divisible(self) -> InlineCLIPConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        return self
+
+
+class ModelConfig(_Frozen):
+    # open_clip architecture name; the paper's ViT-B/16 with FaRL needs QuickGELU, so the
+    # default is open_clip's `ViT-B-16-quickgelu` (plain `ViT-B-16` loads FaRL's keys but
+    # computes a different activation). "inline" builds the model from `inline` instead.
+    arch: str = "ViT-B-16-quickgelu"
+    inline: InlineCLIPConfig | None = None  # the small CLIP built when arch is "inline"
+    quick_gelu: bool = True  # activation of an inline model (FaRL/OpenAI weights use QuickGELU)
+    init_weights: Path | None = None  # FaRL or OpenAI CLIP checkpoint; None = random init
+
+    @model_validator(mode="after")
+    def _inline_matches_arch(self) -> ModelConfig:
+        if (self.arch == "inline") != (self.inline is not None):
+            raise ValueError("set arch: inline together with an inline: {...} model, or neither")
+        return self
+
+    @property
+    def image_size(self) -> int:
+        return self.inline.image_size if self.inline else 224
+
+
+class AugmentConfig(_Frozen):
+    crop_scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)  # horizontal flip probability
+    rotation_deg: float = Field(10.0, ge=0.0, le=90.0)  # uniform in [-deg, deg]
+
+
+class Stage1Config(_Frozen):
+    """Activity-supervised cross-modal contrastive pre-training (Eq. 1-2)."""
+
+    epochs: int = Field(5, ge=0)  # 0 switches stage 1 off (ablation PI)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    batch_size: int = Field(64, ge=2)
+    # Not given in the paper; a usual CLIP fine-tuning rate.
+    lr: float = Field(5e-5, gt=0.0)
+    min_lr: float = Field(1e-6, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    temperature: float = Field(0.25, gt=0.0)  # eps in Eq. 1, fixed
+    weight_image_image: float = Field(1.0, ge=0.0)  # L_II; 0 switches it off
+    weight_image_activity: float = Field(1.0, ge=0.0)  # L_IA; 0 = ablation without PA
+    augment: AugmentConfig = AugmentConfig()
+    steps_per_epoch: int | None = Field(None, ge=1)  # cap, for smoke runs; None = full epoch
+
+
+_PAPER_LR = {
+    "bp4d": 2e-4,
+    "bp4d_plus": 2e-4,
+    "affectnet7": 2e-4,
+    "affectnet8": 2e-4,
+    "rafdb": 2e-4,
+    "disfa": 1e-4,
+    "ferplus": 1e-4,
+}
+
+
+class Stage2Config(_Frozen):
+    """Fine-tuning with label names (N) and descriptions (D) (Eq. 3-6)."""
+
+    epochs: int = Field(10, ge=1)  # not given in the paper
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    batch_size: int = Field(64, ge=2)
+    lr: dict[str, float] = _PAPER_LR  # per dataset, the paper's values
+    min_lr: float = Field(1e-6, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    lam: float = Field(2.0, ge=0.0)  # lambda in Eq. 6, the weight of L_IN
+    weight_dn: float = Field(1.0, ge=0.0)  # weight of L_DN; 0 = ablation without D
+    # "names": classes are text features of their names (N); "linear": a linear head on the
+    # image feature with plain weighted CE/BCE (ablation without N and D).
+    head: Literal["names", "linear"] = "names"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # AU present when sigmoid(s) > threshold
+    logit_scale_init: float = Field(1 / 0.07, gt=0.0)  # 1/tau at the start (CLIP's)
+    logit_scale_max: float = Field(100.0, gt=0.0)  # clamp of 1/tau, as CLIP
+    augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)
+    steps_per_epoch: int | None = Field(None, ge=1)
+
+    def lr_for(self, dataset: str) -> float:
+        if dataset not in self.lr:
+            raise ConfigError(f"stage2.lr has no learning rate for dataset {dataset!r}")
+        return self.lr[dataset]
+
+
+class ComputeConfig(_Frozen):
+    ray_address: str | None = None  # None = a local Ray instance; "auto" or ray://host:port
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # < 1 leaves CPUs for Ray Data on small hosts
+    gpus_per_worker: float = Field(1.0, gt=0.0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast on CUDA
+    max_failures: int = Field(2, ge=0)  # worker restarts before a run fails
+    data_cpus: float = Field(1.0, gt=0.0)  # CPUs per Ray Data decode task
+
+
+class TrackingConfig(_Frozen):
+    mlflow_uri: str | None = None  # None = sqlite:///<data_dir>/mlflow.db
+    experiment_prefix: str = "clef"  # experiments are "<prefix>-<protocol>"
+    register_model: bool = True  # register the stage-2 model in the MLflow registry
+
+
+class ProtocolConfig(_Frozen):
+    datasets: list[str] = ["bp4d", "disfa", "bp4d_plus", "rafdb", "affectnet7", "ferplus"]
+    folds: list[int] | None = None  # None = every fold of each dataset
+
+    @model_validator(mode="after")
+    def _known(self) -> ProtocolConfig:
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
+        return self
+
+
+class ExperimentConfig(_Frozen):
+    preset: str = "default"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    compute: ComputeConfig = ComputeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    protocol: ProtocolConfig = ProtocolConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat(self) -> dict[str, str]:
+        """Dotted key -> value string, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def known_presets() -> list[str]:
+    return sorted(["default", *(p.stem for p in PRESET_DIR.glob("*.yaml"))])
+
+
+def _deep_merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`stage1.epochs=1` -> {"stage1": {"epochs": 1}}; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected an override like stage1.epochs=1, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: dict[str, Any] = {}
+    cursor = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def _format_error(err: ValidationError) -> str:
+    messages = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            messages.append(f"{field}: unknown setting")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            messages.append(f"{field}: {e['msg'].removeprefix('Value error, ')}{shown}")
+    return "invalid config: " + "; ".join(messages)
+
+
+def load_config(
+    preset: str = "default", overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
+    """The defaults, then the preset's diff, then each `key=value` override, validated."""
+    if preset not in known_presets():
+        raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known_presets())}")
+    tree: dict[str, Any] = {"preset": preset}
+    if preset != "default":
+        diff = yaml.safe_load((PRESET_DIR / f"{preset}.yaml").read_text()) or {}
+        tree = _deep_merge(tree, diff)
+    for text in overrides:
+        tree = _deep_merge(tree, parse_override(text))
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def save_config(config: ExperimentConfig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_yaml())
+    return path
+
+
+def read_config(path: Path) -> ExperimentConfig:
+    """Load a resolved config written by `save_config`."""
+    try:
+        return ExperimentConfig.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: " + _format_error(err)) from None
