@@ -1,0 +1,117 @@
+"""What to generate: the options of `clef synth`, its presets, and shared helpers."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from clef_core.errors import ClefError
+
+SYNTH_DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet", "ferplus", "videos")
+
+# Folder of each dataset under the output directory (the roots a user passes to preprocess).
+ROOT_NAMES = {
+    "bp4d": "BP4D",
+    "bp4d_plus": "BP4D+",
+    "disfa": "DISFA",
+    "rafdb": "RAF-DB",
+    "affectnet": "AffectNet",
+    "ferplus": "FERPlus",
+    "videos": "videos",
+}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    out: Path
+    datasets: tuple[str, ...] = SYNTH_DATASETS
+    subjects: int = 6  # per AU dataset (spread over the subject-exclusive parts)
+    frames_per_task: int = 24  # frames of each BP4D/BP4D+ task; DISFA videos get 4x
+    image_size: tuple[int, int] = (320, 240)  # width, height of frames
+    fer_images: int = 140  # images per FER dataset
+    videos: int = 2  # plain user-style videos
+    seed: int = 0
+    label_noise: float = 0.05  # FER label noise rate
+    no_face_share: float = 0.03
+    workers: int = 2
+
+    def root(self, dataset: str) -> Path:
+        return self.out / ROOT_NAMES[dataset]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds of work: the test suite.
+    "test": {
+        "subjects": 6,
+        "frames_per_task": 20,
+        "image_size": (320, 240),
+        "fer_images": 140,
+        "videos": 2,
+    },
+    # A few minutes of pipeline work on 2 cores: the demo.
+    "demo": {
+        "subjects": 12,
+        "frames_per_task": 48,
+        "image_size": (640, 480),
+        "fer_images": 700,
+        "videos": 2,
+    },
+}
+
+
+def make_spec(out: Path, preset: str = "test", **overrides: Any) -> SynthSpec:
+    """A spec from a preset with explicit options winning; bad values get one clear error."""
+    if preset not in PRESETS:
+        raise ClefError(f"unknown synth preset {preset!r}; known: {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    spec = replace(SynthSpec(out=out), **values)
+    unknown = [d for d in spec.datasets if d not in SYNTH_DATASETS]
+    if unknown:
+        raise ClefError(
+            f"unknown dataset {unknown[0]!r} for synth; expected any of {', '.join(SYNTH_DATASETS)}"
+        )
+    if spec.subjects < 3:
+        raise ClefError(f"--subjects must be at least 3 (one per fold part), got {spec.subjects}")
+    if spec.frames_per_task < 4:
+        raise ClefError(f"--frames-per-task must be at least 4, got {spec.frames_per_task}")
+    w, h = spec.image_size
+    if w < 96 or h < 96:
+        raise ClefError(f"--image-size must be at least 96x96, got {w}x{h}")
+    if spec.fer_images < 16:
+        raise ClefError(f"--fer-images must be at least 16, got {spec.fer_images}")
+    return spec
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ClefError(f"--image-size expects WIDTHxHEIGHT like 640x480, got {text!r}") from None
+    return w, h
+
+
+def write_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    path.write_bytes(buf.tobytes())
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """Add a file with a fixed timestamp, so the same input gives a byte-identical zip."""
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    archive.writestr(info, data)
