@@ -1,0 +1,72 @@
+"""Batched image transforms on tensors: stage-1 augmentations and the evaluation resize.
+
+Random resized crop, horizontal flip and rotation are one affine warp per image, applied to
+the whole batch with a single `grid_sample`, so augmenting costs about as much as resizing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from clef_core.config import AugmentConfig
+
+_MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+
+
+def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] RGB -> float [B, 3, H, W] in [0, 1]."""
+    x = torch.as_tensor(images)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's mean/std normalisation of [B, 3, H, W] in [0, 1]."""
+    return (x - _MEAN.to(x)) / _STD.to(x)
+
+
+def _random_affines(b: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """[B, 2, 3] affine_grid matrices: output coords -> input coords (normalised [-1, 1])."""
+    lo, hi = cfg.crop_scale
+    area = lo + (hi - lo) * torch.rand(b, generator=gen)
+    side = area.sqrt()  # crop side as a fraction of the image side (square crops)
+    # Crop centre anywhere the crop stays inside the image.
+    cx = (1 - side) * (2 * torch.rand(b, generator=gen) - 1)
+    cy = (1 - side) * (2 * torch.rand(b, generator=gen) - 1)
+    angle = math.radians(cfg.rotation_deg) * (2 * torch.rand(b, generator=gen) - 1)
+    flip = torch.where(torch.rand(b, generator=gen) < cfg.flip_p, -1.0, 1.0)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = side * cos * flip
+    theta[:, 0, 1] = -side * sin
+    theta[:, 1, 0] = side * sin * flip
+    theta[:, 1, 1] = side * cos
+    theta[:, 0, 2], theta[:, 1, 2] = cx, cy
+    return theta
+
+
+def augment(
+    images: np.ndarray | torch.Tensor, size: int, cfg: AugmentConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> normalised float [B, 3, size, size], randomly cropped/flipped/rotated."""
+    x = to_float(images)  # (B, 3, H, W)
+    theta = _random_affines(x.shape[0], cfg, gen)
+    grid = F.affine_grid(theta, [x.shape[0], 3, size, size], align_corners=False)
+    return normalize(
+        F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    )
+
+
+def resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> normalised float [B, 3, size, size] (evaluation; no randomness)."""
+    x = to_float(images)
+    if x.shape[-1] != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    return normalize(x)

@@ -1,0 +1,99 @@
+"""Checkpoints: `model.pt` (state dict), `optimizer.pt`, and `meta.json` beside them.
+
+Loading uses `torch.load(weights_only=True)`: tensors only, never arbitrary pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clef_core import __version__
+from clef_core.config import ExperimentConfig
+from clef_core.errors import ClefError
+from clef_core.labels import LabelSpace
+from clef_core.model import ClefModel, build_model
+
+
+def save_checkpoint(
+    directory: Path,
+    model: ClefModel,
+    config: ExperimentConfig,
+    stage: int,
+    step: int,
+    epoch: int,
+    space: LabelSpace | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / "model.pt")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    meta = {
+        "stage": stage,
+        "step": step,
+        "epoch": epoch,
+        "code_version": __version__,
+        "label_kind": space.kind if space else None,
+        "labels": list(space.labels) if space else None,
+        "head": "linear" if model.head is not None else "names",
+        "config": config.model_dump(mode="json"),
+        **(extra or {}),
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=1))
+    return directory
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / "meta.json"
+    if not path.is_file():
+        raise ClefError(
+            f"{directory} is not a CLEF checkpoint: expected meta.json and model.pt in it"
+        )
+    return json.loads(path.read_text())
+
+
+def label_space_of(meta: dict[str, Any]) -> LabelSpace | None:
+    if not meta.get("labels"):
+        return None
+    return LabelSpace(meta["label_kind"], tuple(meta["labels"]))
+
+
+def load_model(
+    directory: Path, map_location: str | torch.device = "cpu"
+) -> tuple[ClefModel, dict[str, Any]]:
+    """Rebuild the model a checkpoint was saved from and load its weights."""
+    meta = read_meta(directory)
+    cfg = ExperimentConfig.model_validate(meta["config"])
+    model = build_model(
+        cfg.model.model_copy(update={"init_weights": None}),
+        cfg.stage2.logit_scale_init,
+        cfg.stage2.logit_scale_max,
+    )
+    space = label_space_of(meta)
+    if meta.get("head") == "linear" and space is not None:
+        model.set_linear_head(space.n)
+    load_weights(directory, model, map_location=map_location)
+    return model, meta
+
+
+def load_weights(
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+    strict: bool = True,
+) -> None:
+    state = torch.load(directory / "model.pt", map_location=map_location, weights_only=True)
+    if not strict:  # stage 1 -> stage 2: the backbone only, a head is new
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    model.load_state_dict(state, strict=strict)
+    if optimizer is not None and (directory / "optimizer.pt").exists():
+        optimizer.load_state_dict(
+            torch.load(directory / "optimizer.pt", map_location=map_location, weights_only=True)
+        )

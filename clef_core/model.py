@@ -1,0 +1,137 @@
+"""The CLIP model (open_clip) built from the config, initial weights, tokenizer, and the CLEF
+wrapper that adds the learnable logit scale clamp and the optional linear head (ablation)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from torch import nn
+
+from clef_core.config import ModelConfig
+from clef_core.errors import ClefError
+
+
+def build_clip(cfg: ModelConfig) -> nn.Module:
+    """An open_clip CLIP: the named architecture (random init), or the inline small config."""
+    if cfg.inline is None:
+        try:
+            return open_clip.create_model(cfg.arch, pretrained=None)
+        except RuntimeError as err:
+            raise ClefError(f"unknown open_clip architecture {cfg.arch!r}: {err}") from None
+    c = cfg.inline
+    vision = CLIPVisionCfg(
+        layers=c.vision_layers,
+        width=c.vision_width,
+        head_width=c.vision_head_width,
+        patch_size=c.patch_size,
+        image_size=c.image_size,
+    )
+    text = CLIPTextCfg(
+        context_length=c.context_length,
+        width=c.text_width,
+        heads=c.text_heads,
+        layers=c.text_layers,
+    )
+    return open_clip.model.CLIP(c.embed_dim, vision, text, quick_gelu=cfg.quick_gelu)
+
+
+def tokenizer_for(cfg: ModelConfig) -> open_clip.tokenizer.SimpleTokenizer:
+    """open_clip's BPE tokenizer (its vocabulary ships in the package: works offline)."""
+    length = cfg.inline.context_length if cfg.inline else 77
+    return open_clip.tokenizer.SimpleTokenizer(context_length=length)
+
+
+@dataclass(frozen=True)
+class WeightReport:
+    loaded: int  # model keys filled from the checkpoint
+    dropped: list[str]  # checkpoint keys the model does not have (e.g. FaRL's MIM head)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ClefError(f"initial weights file not found: {path}")
+    try:  # safe loading: tensors and plain containers only, no arbitrary pickled code
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError as err:
+        if "TorchScript" not in str(err) and "constants.pkl" not in str(err):
+            raise ClefError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+        obj = torch.jit.load(str(path), map_location="cpu").state_dict()  # OpenAI's JIT archives
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise ClefError(
+            f"{path}: expected a state dict (or a dict with 'state_dict'), found {type(obj).__name__}"
+        )
+    return state
+
+
+def load_initial_weights(model: nn.Module, path: Path) -> WeightReport:
+    """Load a FaRL or OpenAI CLIP checkpoint (OpenAI key names) into an open_clip CLIP.
+
+    Keeps only the keys the model has, loads non-strictly, and fails loudly when any model
+    key is missing or a shape differs: a half-loaded backbone must never train silently.
+    """
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    for prefix in ("module.", "clip."):  # wrappers some checkpoints carry
+        if not own.keys() & state.keys() and any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    missing = sorted(own.keys() - state.keys())
+    if missing:
+        raise ClefError(
+            f"{path} lacks {len(missing)} of the model's {len(own)} weights (first: {missing[:3]}); "
+            "expected a CLIP checkpoint of the configured architecture"
+        )
+    wrong = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ClefError(
+            f"{path}: weight {k} has shape {tuple(state[k].shape)}, the model expects {tuple(own[k].shape)}"
+        )
+    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    return WeightReport(loaded=len(own), dropped=sorted(state.keys() - own.keys()))
+
+
+class ClefModel(nn.Module):
+    """CLIP encoders + CLEF's learnable 1/tau (clamped like CLIP) + an optional linear head."""
+
+    def __init__(
+        self, clip: nn.Module, logit_scale_init: float = 1 / 0.07, logit_scale_max: float = 100.0
+    ):
+        super().__init__()
+        self.clip = clip
+        self.logit_scale_max = logit_scale_max
+        with torch.no_grad():
+            self.clip.logit_scale.fill_(math.log(logit_scale_init))
+        self.head: nn.Linear | None = None
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip.text_projection.shape[1])
+
+    def set_linear_head(self, n_classes: int) -> None:
+        """Ablation without N and D: classes from a linear layer on the image feature."""
+        self.head = nn.Linear(self.embed_dim, n_classes)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_text(tokens), dim=-1)
+
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().clamp(max=self.logit_scale_max)
+
+
+def build_model(
+    cfg: ModelConfig, logit_scale_init: float = 1 / 0.07, logit_scale_max: float = 100.0
+) -> ClefModel:
+    clip = build_clip(cfg)
+    if cfg.init_weights is not None:
+        load_initial_weights(clip, cfg.init_weights)
+    return ClefModel(clip, logit_scale_init, logit_scale_max)
