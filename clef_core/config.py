@@ -272,3 +272,21 @@ def read_config(path: Path) -> ExperimentConfig:
         return ExperimentConfig.model_validate(yaml.safe_load(path.read_text()))
     except ValidationError as err:
         raise ConfigError(f"{path}: " + _format_error(err)) from None
+
+
+# Table 6's ablation rows as config overrides. PI = stage 1 runs; PA = stage 1 uses the
+# activity text (L_IA); N = classes are text features of label names; D = L_DN on descriptions.
+# Each switch changes a loss weight or the head, never a separate code path.
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "baseline": ("stage1.epochs=0", "stage2.head=linear", "stage2.weight_dn=0"),
+    "N": ("stage1.epochs=0", "stage2.weight_dn=0"),
+    "N+D": ("stage1.epochs=0",),
+    "PI+N+D": ("stage1.weight_image_activity=0",),
+    "PA+PI+N+D": (),  # the full method
+}
+
+
+def ablation_overrides(name: str) -> tuple[str, ...]:
+    if name not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
+    return ABLATIONS[name]

@@ -83,3 +83,16 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     flat = cfg.flat()
     assert flat["stage1.epochs"] == "3" and flat["model.inline.image_size"] == "64"
     assert isinstance(read_config(path), ExperimentConfig)
+
+
+def test_ablations_switch_losses_through_weights() -> None:
+    from clef_core.config import ABLATIONS, ablation_overrides
+
+    base = load_config("cpu-tiny", ablation_overrides("baseline"))
+    assert base.stage1.epochs == 0 and base.stage2.head == "linear" and base.stage2.weight_dn == 0
+    no_pa = load_config("cpu-tiny", ablation_overrides("PI+N+D"))
+    assert no_pa.stage1.weight_image_activity == 0 and no_pa.stage1.weight_image_image == 1
+    assert load_config("cpu-tiny", ablation_overrides("PA+PI+N+D")) == load_config("cpu-tiny")
+    assert list(ABLATIONS)[-1] == "PA+PI+N+D"
+    with pytest.raises(ConfigError, match="unknown ablation 'X'"):
+        ablation_overrides("X")
