@@ -128,6 +128,70 @@ def synth(
 
 
 @app.command()
+def preprocess(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="bp4d, bp4d_plus, disfa, rafdb, affectnet7, affectnet8, ferplus or video."
+        ),
+    ],
+    root: Annotated[Path, typer.Option(help="The dataset's root, as released.")],
+    out: Annotated[
+        Path, typer.Option(help="Shard directory (shards go to OUT/<dataset>/).")
+    ] = Path("data/shards"),
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default: a local Ray instance.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild shards that already exist.")] = False,
+    image_size: Annotated[int, typer.Option(help="Side of the aligned face crops.")] = 224,
+) -> None:
+    """Extract and align faces from a dataset into Parquet shards (resumable, distributed with Ray)."""
+    import time
+
+    from rich.table import Table
+
+    from preprocessing.distributed import run_sequences
+    from preprocessing.pipeline import PreprocessOptions, finish, plan
+
+    opts = PreprocessOptions(
+        dataset=dataset, root=root, shard_dir=out, image_size=image_size, force=force
+    )
+    sequences, issues = plan(opts)
+    start = time.perf_counter()
+    results = run_sequences(opts, sequences, ray_address)
+    seconds = time.perf_counter() - start
+    manifest = finish(opts, results, issues)
+    frames = manifest["rows"]
+    table = Table(title=f"{dataset}: shards in {out / dataset}")
+    for col in (
+        "sequences",
+        "skipped",
+        "failed",
+        "frames",
+        "faces found",
+        "no face",
+        "unreadable",
+        "time s",
+        "frames/s",
+    ):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(len(results)),
+        str(sum(r.skipped for r in results)),
+        str(len(manifest["failed_sequences"])),
+        str(frames),
+        f"{frames - manifest['no_face']} ({100 * (frames - manifest['no_face']) / max(frames, 1):.1f}%)",
+        str(manifest["no_face"]),
+        str(manifest["unreadable"]),
+        f"{seconds:.1f}",
+        f"{frames / max(seconds, 1e-9):.0f}",
+    )
+    console.print(table)
+    for message in (manifest["failed_sequences"] + manifest["issues"])[:10]:
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+@app.command()
 def demo(
     data_dir: Annotated[
         Path, typer.Option(help="Where data, runs and the MLflow store go.")

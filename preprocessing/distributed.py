@@ -1,0 +1,67 @@
+"""Runs `process_sequence` over a dataset's sequences as Ray tasks: a local Ray instance by
+default, a cluster given its address. Shows progress and returns the per-sequence results."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import ray
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from preprocessing.pipeline import PreprocessOptions, SequenceResult, process_sequence
+from preprocessing.readers import SequenceRef
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to `address`, or start a local instance; True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def run_sequences(
+    opts: PreprocessOptions,
+    sequences: list[SequenceRef],
+    address: str | None = None,
+    show_progress: bool = True,
+    on_result: Callable[[SequenceResult], None] | None = None,
+) -> list[SequenceResult]:
+    started = init_ray(address)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(process_sequence)
+        pending = {task.remote(opts, seq): seq for seq in sequences}
+        results: list[SequenceResult] = []
+        with Progress(
+            TextColumn(f"[bold]{opts.dataset}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[frames]} frames"),
+            TimeElapsedColumn(),
+            disable=not show_progress,
+        ) as progress:
+            bar = progress.add_task(opts.dataset, total=len(pending), frames=0)
+            frames = 0
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    seq = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # a crashed worker: report, keep going
+                        result = SequenceResult(
+                            seq.key, seq.subject, seq.task, -1, failed=f"{seq.key}: {err}"
+                        )
+                    results.append(result)
+                    frames += result.frames
+                    progress.update(bar, advance=1, frames=frames)
+                    if on_result:
+                        on_result(result)
+        return sorted(results, key=lambda r: r.key)
+    finally:
+        if started:
+            ray.shutdown()

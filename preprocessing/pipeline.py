@@ -1,0 +1,190 @@
+"""`clef preprocess`: a dataset's sequences -> aligned-face Parquet shards, in parallel with Ray.
+
+Each Ray task reads one sequence, detects and aligns faces, and writes one shard atomically;
+a sequence that fails is reported and the others go on. Finished shards are skipped on a
+rerun (unless `force`), so an interrupted run resumes and ends with the same bytes. The
+manifest is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from clef_core import __version__
+from clef_core.errors import ClefError
+from preprocessing.align import box_transform, eye_transform, warp
+from preprocessing.detect import DetectorConfig, FaceDetector
+from preprocessing.readers import FrameItem, SequenceRef, get_reader
+from preprocessing.shards import shard_path, write_manifest, write_shard
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    dataset: str
+    root: Path
+    shard_dir: Path
+    image_size: int = 224
+    jpeg_quality: int = 95
+    force: bool = False
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+
+@dataclass
+class SequenceResult:
+    key: str
+    subject: str
+    task: str | None
+    part: int
+    frames: int = 0
+    faces: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    issues: list[str] = field(default_factory=list)
+    skipped: bool = False  # shard already there
+    failed: str | None = None  # the whole sequence could not be processed
+    seconds: float = 0.0
+
+
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def align_item(
+    item: FrameItem, detector: FaceDetector, size: int
+) -> tuple[np.ndarray, bool, float]:
+    """The aligned face crop (BGR, size x size), whether a face was found, and its score."""
+    assert item.image is not None
+    if item.aligned:  # already aligned by the dataset (RAF-DB aligned, FERPlus)
+        return cv2.resize(item.image, (size, size), interpolation=cv2.INTER_CUBIC), True, 1.0
+    if item.box is not None:  # the dataset's own face box (AffectNet)
+        return warp(item.image, box_transform(item.box, size, margin=0.1), size), True, 1.0
+    found = detector.detect(item.image)
+    if found is None:  # kept, flagged: the row stays so no frame is silently dropped
+        return centre_crop(item.image, size), False, 0.0
+    return warp(item.image, eye_transform(found.eyes, size), size), True, found.score
+
+
+def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResult:
+    """Read, align and write one sequence's shard (or count an existing one)."""
+    start = time.perf_counter()
+    reader = get_reader(opts.dataset, opts.root)
+    result = SequenceResult(seq.key, seq.subject, seq.task, reader.part(seq.subject))
+    path = shard_path(opts.shard_dir, opts.dataset, seq.key)
+    if path.exists() and not opts.force:
+        table = pq.read_table(path, columns=["face_found"])
+        result.frames, result.faces = (
+            table.num_rows,
+            int(sum(table.column("face_found").to_pylist())),
+        )
+        result.skipped = True
+        return result
+    detector = FaceDetector(opts.detector)
+    rows: list[dict[str, Any]] = []
+    try:
+        for item in reader.frames(seq):
+            if item.image is None:
+                result.unreadable.append(item.error or f"{seq.key} frame {item.frame} unreadable")
+                continue
+            crop, found, score = align_item(item, detector, opts.image_size)
+            _, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality])
+            rows.append(
+                {
+                    "dataset": opts.dataset,
+                    "subject": seq.subject,
+                    "task": seq.task,
+                    "frame": item.frame,
+                    "image": jpeg.tobytes(),
+                    "face_found": found,
+                    "face_score": score,
+                    "au": item.au if item.au is not None else [],
+                    "expression": item.expression,
+                    "part": result.part,
+                }
+            )
+            result.faces += found
+    except Exception as err:  # one bad sequence must never stop the dataset
+        result.failed = f"{seq.key}: {type(err).__name__}: {err}"
+    result.frames = len(rows)
+    result.issues = reader.issues.messages
+    if rows and result.failed is None:
+        write_shard(path, rows)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def input_hash(root: Path) -> str:
+    """A fingerprint of the inputs: every file's relative path and size (no content read, so
+    it stays cheap on hundreds of GB; a changed label file changes its size in practice)."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(folder) / name
+            digest.update(f"{p.relative_to(root)}\0{p.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def manifest_of(
+    opts: PreprocessOptions, results: list[SequenceResult], reader_issues: list[str]
+) -> dict[str, Any]:
+    reader = get_reader(opts.dataset, opts.root)
+    done = [r for r in results if r.failed is None]
+    subjects: Counter[str] = Counter()
+    tasks: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
+    for r in done:
+        subjects[r.subject] += r.frames
+        tasks[str(r.task)] += r.frames
+        parts[str(r.part)] += r.frames
+    issues = sorted({m for r in results for m in r.issues} | set(reader_issues))
+    return {
+        "dataset": opts.dataset,
+        "au_ids": list(reader.au_ids),
+        "classes": list(reader.classes),
+        "rows": sum(r.frames for r in done),
+        "rows_per_subject": dict(sorted(subjects.items())),
+        "rows_per_task": dict(sorted(tasks.items())),
+        "rows_per_part": dict(sorted(parts.items())),
+        "no_face": sum(r.frames - r.faces for r in done),
+        "unreadable": sum(len(r.unreadable) for r in results),
+        "unreadable_examples": [m for r in results for m in r.unreadable][:50],
+        "failed_sequences": [r.failed for r in results if r.failed],
+        "issues": issues[:200],
+        "shards": sorted(f"{r.key}.parquet" for r in done if r.frames),
+        "source_root": str(opts.root.resolve()),
+        "input_hash": input_hash(opts.root),
+        "code_version": __version__,
+        "image_size": opts.image_size,
+        "options": {k: str(v) for k, v in asdict(opts).items() if k not in ("root", "shard_dir")},
+    }
+
+
+def finish(
+    opts: PreprocessOptions, results: list[SequenceResult], reader_issues: list[str]
+) -> dict[str, Any]:
+    manifest = manifest_of(opts, results, reader_issues)
+    write_manifest(opts.shard_dir / opts.dataset / "manifest.json", manifest)
+    return manifest
+
+
+def plan(opts: PreprocessOptions) -> tuple[list[SequenceRef], list[str]]:
+    """The sequences to process; a wrong root or empty dataset is one clear error."""
+    reader = get_reader(opts.dataset, opts.root)
+    sequences = reader.sequences()
+    if not sequences:
+        raise ClefError(
+            f"{opts.root}: no {opts.dataset} sequences found (is this the dataset's root?)"
+        )
+    return sequences, reader.issues.messages

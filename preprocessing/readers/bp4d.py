@@ -1,0 +1,168 @@
+"""BP4D and BP4D+: frame folders (or BP4D+ zip per subject) and AU_OCC occurrence CSVs.
+
+Columns are mapped by header name ('0' or 'frame' is the frame number, 'k' is AU k); frame
+numbers come from file stems as integers (zero-padding differs between subjects); any value
+other than 0/1 (9 = not coded) is unknown (-1). Frames without a label row are unlabeled
+(stage-1 pre-training only).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from preprocessing.decode import DecodeError, decode_image_bytes, read_image
+from preprocessing.folds import part_of
+from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
+
+SUBJECT = re.compile(r"^[FM]\d{3}$")
+TASK = re.compile(r"^T\d+$")
+FRAME_COLUMNS = ("0", "frame", "Frame", "")
+
+
+class BP4DReader(Reader):
+    name = "bp4d"
+    au_ids = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
+    expected = "<root>/[<release folder>/]<Subject>/<Task>/<frame>.jpg and <root>/AUCoding/AU_OCC/<Subject>_<Task>.csv"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.frame_root = self._find_frame_root()
+        labels = [
+            p for p in (root / "AUCoding" / "AU_OCC", *root.glob("*/AUCoding/AU_OCC")) if p.is_dir()
+        ]
+        self.label_dir = labels[0] if labels else None
+        if self.frame_root is None:
+            raise layout_error(self.name, root, self.expected)
+
+    def _find_frame_root(self) -> Path | None:
+        for candidate in (self.root, *sorted(p for p in self.root.iterdir() if p.is_dir())):
+            if any(
+                SUBJECT.match(p.stem)
+                for p in candidate.iterdir()
+                if p.is_dir() or p.suffix == ".zip"
+            ):
+                return candidate
+        return None
+
+    def _subjects(self) -> dict[str, Path]:
+        assert self.frame_root is not None
+        found: dict[str, Path] = {}
+        for p in sorted(self.frame_root.iterdir()):
+            if SUBJECT.match(p.stem) and (p.is_dir() or p.suffix == ".zip"):
+                found.setdefault(p.stem, p)
+        return found
+
+    def sequences(self) -> list[SequenceRef]:
+        out = []
+        for subject, path in self._subjects().items():
+            if path.suffix == ".zip":
+                try:
+                    with zipfile.ZipFile(path) as archive:
+                        tasks = {
+                            n.split("/")[-2]
+                            for n in archive.namelist()
+                            if n.endswith(".jpg") and "/" in n
+                        }
+                except zipfile.BadZipFile:
+                    self.issues.add(f"{path}: not a readable zip file; subject skipped")
+                    continue
+            else:
+                tasks = {p.name for p in path.iterdir() if p.is_dir()}
+            for task in sorted((t for t in tasks if TASK.match(t)), key=lambda t: int(t[1:])):
+                out.append(SequenceRef(f"{subject}_{task}", subject, task, str(path)))
+        return out
+
+    def part(self, subject: str) -> int:
+        return part_of(self.name, subject)
+
+    def labels(self, subject: str, task: str) -> dict[int, list[int]]:
+        """frame number -> AU values in `au_ids` order (1, 0, -1)."""
+        if self.label_dir is None:
+            return {}
+        path = self.label_dir / f"{subject}_{task}.csv"
+        if not path.is_file():
+            return {}
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return {}
+        header = list(rows[0].keys())
+        frame_col = next((c for c in FRAME_COLUMNS if c in header), header[0])
+        missing = [au for au in self.au_ids if str(au) not in header]
+        if missing:
+            self.issues.add(
+                f"{path}: no column for AU {', '.join(map(str, missing))}; those AUs are unknown"
+            )
+        out: dict[int, list[int]] = {}
+        for row in rows:
+            try:
+                frame = int(float(row[frame_col]))
+            except (TypeError, ValueError):
+                self.issues.add(
+                    f"{path}: frame number {row[frame_col]!r} is not an integer; row skipped"
+                )
+                continue
+            out[frame] = [_occurrence(row.get(str(au))) for au in self.au_ids]
+        return out
+
+    def _images(self, seq: SequenceRef) -> Iterator[tuple[int, str, bytes | Path]]:
+        path = Path(seq.source)
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = [
+                    n
+                    for n in archive.namelist()
+                    if n.split("/")[-2:-1] == [seq.task] and n.endswith(".jpg")
+                ]
+                for number, name in self._numbered(names, seq):
+                    yield number, name, archive.read(name)
+        else:
+            files = [str(p) for p in (path / str(seq.task)).glob("*.jpg")]
+            for number, name in self._numbered(files, seq):
+                yield number, name, Path(name)
+
+    def _numbered(self, names: list[str], seq: SequenceRef) -> list[tuple[int, str]]:
+        out = []
+        for name in names:
+            stem = Path(name).stem
+            if stem.isdigit():
+                out.append((int(stem), name))
+            else:
+                self.issues.add(f"{seq.key}: frame file {name} has no integer number; skipped")
+        return sorted(out)
+
+    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+        labels = self.labels(seq.subject, str(seq.task))
+        unknown = [-1] * len(self.au_ids)
+        seen = set()
+        for number, name, data in self._images(seq):
+            seen.add(number)
+            try:
+                image = (
+                    decode_image_bytes(data, name) if isinstance(data, bytes) else read_image(data)
+                )
+                yield FrameItem(number, image, au=labels.get(number, unknown))
+            except DecodeError as err:
+                yield FrameItem(number, None, au=labels.get(number, unknown), error=str(err))
+        orphans = sorted(set(labels) - seen)
+        if orphans:
+            self.issues.add(
+                f"{seq.key}: {len(orphans)} label rows name frames that do not exist (first: {orphans[0]})"
+            )
+
+
+class BP4DPlusReader(BP4DReader):
+    name = "bp4d_plus"
+    expected = "<root>/2D+3D/<Subject>/<Task>/<frame>.jpg or <root>/2D+3D/<Subject>.zip, and <root>/AUCoding/AU_OCC/<Subject>_<Task>.csv"
+
+
+def _occurrence(value: str | None) -> int:
+    """'1' -> 1, '0' -> 0, anything else (9 = not coded, blank, missing) -> -1 unknown."""
+    if value is None:
+        return -1
+    value = value.strip()
+    return 1 if value in ("1", "1.0") else 0 if value in ("0", "0.0") else -1

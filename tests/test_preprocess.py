@@ -1,0 +1,176 @@
+"""Preprocessing on the synthetic layouts: shard labels equal the generator's truth, faces are
+found, bad input is reported without losing anything else."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from clef_core.errors import ClefError
+from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
+from preprocessing.readers.bp4d import BP4DReader
+from preprocessing.readers.disfa import PROTOCOL_AUS
+from preprocessing.readers.fer import AffectNet8Reader, FERPlusReader, RAFDBReader
+from preprocessing.shards import SCHEMA, read_manifest
+from preprocessing.synth.dynamics import AU_INDEX
+from preprocessing.synth.layouts.bp4d import OCCURRENCE_THRESHOLD
+
+ROOTS = {
+    "bp4d": "BP4D",
+    "bp4d_plus": "BP4D+",
+    "disfa": "DISFA",
+    "rafdb": "RAF-DB",
+    "affectnet8": "AffectNet",
+    "ferplus": "FERPlus",
+    "video": "videos",
+}
+
+
+def run_inline(dataset: str, root: Path, out: Path) -> tuple[list[dict], dict]:
+    """The pipeline without Ray (the Ray path is tested through the CLI)."""
+    opts = PreprocessOptions(dataset=dataset, root=root, shard_dir=out, image_size=112)
+    sequences, issues = plan(opts)
+    results = [process_sequence(opts, s) for s in sequences]
+    manifest = finish(opts, results, issues)
+    rows = [
+        r for shard in manifest["shards"] for r in pq.read_table(out / dataset / shard).to_pylist()
+    ]
+    return rows, manifest
+
+
+@pytest.fixture(scope="module")
+def shards(
+    synth_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[list[dict], dict]]:
+    out = tmp_path_factory.mktemp("shards")
+    return {d: run_inline(d, synth_root / r, out) for d, r in ROOTS.items()}
+
+
+def truth(root: Path, dataset: str) -> list[dict]:
+    return pq.read_table(root / "truth" / f"{dataset}.parquet").to_pylist()
+
+
+@pytest.mark.parametrize("dataset", ["bp4d", "bp4d_plus"])
+def test_bp4d_labels_equal_truth_and_faces_found(shards, synth_root: Path, dataset: str) -> None:  # type: ignore[no-untyped-def]
+    rows, manifest = shards[dataset]
+    assert manifest["au_ids"] == list(BP4DReader.au_ids) and manifest["unreadable"] == 0
+    by_key = {(t["subject"], t["task"], t["frame"]): t for t in truth(synth_root, dataset)}
+    assert len(rows) == len(by_key)  # every frame kept, faceless ones too
+    found = visible = agree = labeled = 0
+    for r in rows:
+        t = by_key[(r["subject"], r["task"], r["frame"])]
+        assert r["part"] >= 0 and len(r["au"]) == 12
+        if t["labeled"]:
+            labeled += 1
+            expected = [
+                int(t["au_intensity"][AU_INDEX[a]] >= OCCURRENCE_THRESHOLD)
+                for a in BP4DReader.au_ids
+            ]
+            # 9 ("not coded") cells become -1; every other cell equals what was rendered.
+            assert all(v == e for v, e in zip(r["au"], expected, strict=True) if v != -1)
+            agree += sum(v == -1 for v in r["au"])
+        else:
+            assert r["au"] == [-1] * 12
+        if t["visible"]:
+            visible += 1
+            found += r["face_found"]
+    assert labeled > 0 and agree < 0.05 * labeled * 12
+    assert found / visible >= 0.95
+    assert manifest["no_face"] == sum(not r["face_found"] for r in rows)
+
+
+def test_disfa_protocol_labels(shards, synth_root: Path) -> None:  # type: ignore[no-untyped-def]
+    rows, manifest = shards["disfa"]
+    assert manifest["au_ids"] == list(PROTOCOL_AUS)
+    by_key = {(t["subject"], t["frame"]): t for t in truth(synth_root, "disfa")}
+    assert len(rows) == len(by_key)
+    for r in rows:
+        t = by_key[(r["subject"], r["frame"])]
+        assert r["au"] == [int(t["au_intensity"][AU_INDEX[a]] >= 2) for a in PROTOCOL_AUS]
+    assert (
+        np.mean([r["face_found"] for r in rows if by_key[(r["subject"], r["frame"])]["visible"]])
+        >= 0.95
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "reader"),
+    [("rafdb", RAFDBReader), ("affectnet8", AffectNet8Reader), ("ferplus", FERPlusReader)],
+)
+def test_fer_labels_equal_written_labels(shards, synth_root: Path, dataset: str, reader) -> None:  # type: ignore[no-untyped-def]
+    rows, manifest = shards[dataset]
+    assert manifest["classes"] == list(reader.classes)
+    written = {
+        t["frame"]: t["label"]
+        for t in truth(synth_root, "affectnet" if "affectnet" in dataset else dataset)
+    }
+    labels = [manifest["classes"][r["expression"]] for r in rows]
+    assert all(r["face_found"] for r in rows) and {r["part"] for r in rows} >= {0, 1}
+    if dataset == "ferplus":  # rows are named by their index in the CSV
+        assert all(written[r["frame"]] == lab for r, lab in zip(rows, labels, strict=True))
+    else:
+        assert sorted(labels) == sorted(written.values())
+
+
+def test_video_rows_equal_frames(shards, synth_root: Path) -> None:  # type: ignore[no-untyped-def]
+    rows, manifest = shards["video"]
+    assert len(rows) == len(truth(synth_root, "videos")) and manifest["au_ids"] == []
+    image = cv2.imdecode(np.frombuffer(rows[0]["image"], np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (112, 112, 3)
+
+
+def test_shard_schema(shards, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rows, manifest = shards["bp4d"]
+    assert set(rows[0]) == set(SCHEMA.names)
+    assert manifest["rows"] == len(rows) and sum(manifest["rows_per_part"].values()) == len(rows)
+    with pytest.raises(ClefError, match="run `clef preprocess --dataset disfa` first"):
+        read_manifest(tmp_path, "disfa")
+
+
+def test_missing_or_wrong_root_is_one_clear_error(tmp_path: Path, synth_root: Path) -> None:
+    with pytest.raises(ClefError, match="does not exist"):
+        plan(PreprocessOptions("bp4d", tmp_path / "nope", tmp_path))
+    with pytest.raises(ClefError, match=r"is not a bp4d layout: expected <root>/.*AU_OCC"):
+        plan(PreprocessOptions("bp4d", synth_root / "DISFA", tmp_path))
+    with pytest.raises(ClefError, match="is not a disfa layout"):
+        plan(PreprocessOptions("disfa", synth_root / "BP4D", tmp_path))
+    with pytest.raises(ClefError, match="unknown dataset 'bp5d'"):
+        plan(PreprocessOptions("bp5d", synth_root, tmp_path))
+
+
+def test_bad_files_are_counted_and_nothing_else_is_lost(synth_root: Path, tmp_path: Path) -> None:
+    bp4d = tmp_path / "BP4D"
+    shutil.copytree(synth_root / "BP4D", bp4d)
+    frames = sorted((bp4d / "BP4D-training").glob("*/T1/*.jpg"))
+    frames[3].write_bytes(b"not a jpeg")  # an unreadable image
+    csv_path = next((bp4d / "AUCoding/AU_OCC").glob("*_T2.csv"))
+    lines = csv_path.read_text().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("12")  # a label file missing a column ...
+    cut = [",".join(v for i, v in enumerate(line.split(",")) if i != drop) for line in lines]
+    cut.append(
+        "99999" + cut[-1][cut[-1].index(",") :]
+    )  # ... and a row for a frame that does not exist
+    csv_path.write_text("\n".join(cut) + "\n")
+    rows, manifest = run_inline("bp4d", bp4d, tmp_path / "shards")
+    assert manifest["unreadable"] == 1 and "unreadable image" in manifest["unreadable_examples"][0]
+    assert any("no column for AU 12" in m for m in manifest["issues"])
+    assert any("do not exist" in m for m in manifest["issues"])
+    assert len(rows) == len(truth(synth_root, "bp4d")) - 1
+
+    disfa = tmp_path / "DISFA"
+    shutil.copytree(synth_root / "DISFA", disfa)
+    video = sorted((disfa / "Videos_LeftCamera").glob("*.avi"))[0]
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])  # a truncated video
+    rows, manifest = run_inline("disfa", disfa, tmp_path / "shards")
+    subject = video.name[len("LeftVideo") : -len("_comp.avi")]
+    kept = [r for r in rows if r["subject"] == subject]
+    assert 0 < len(kept) < 80  # frames read before the damage are kept
+    assert any(subject in m for m in manifest["issues"])
+    assert len({r["subject"] for r in rows}) == 6  # the other videos are untouched
