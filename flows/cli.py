@@ -146,49 +146,13 @@ def preprocess(
     image_size: Annotated[int, typer.Option(help="Side of the aligned face crops.")] = 224,
 ) -> None:
     """Extract and align faces from a dataset into Parquet shards (resumable, distributed with Ray)."""
-    import time
-
-    from rich.table import Table
-
-    from preprocessing.distributed import run_sequences
-    from preprocessing.pipeline import PreprocessOptions, finish, plan
+    from flows.preprocess import preprocess_dataset
+    from preprocessing.pipeline import PreprocessOptions
 
     opts = PreprocessOptions(
         dataset=dataset, root=root, shard_dir=out, image_size=image_size, force=force
     )
-    sequences, issues = plan(opts)
-    start = time.perf_counter()
-    results = run_sequences(opts, sequences, ray_address)
-    seconds = time.perf_counter() - start
-    manifest = finish(opts, results, issues)
-    frames = manifest["rows"]
-    table = Table(title=f"{dataset}: shards in {out / dataset}")
-    for col in (
-        "sequences",
-        "skipped",
-        "failed",
-        "frames",
-        "faces found",
-        "no face",
-        "unreadable",
-        "time s",
-        "frames/s",
-    ):
-        table.add_column(col, justify="right")
-    table.add_row(
-        str(len(results)),
-        str(sum(r.skipped for r in results)),
-        str(len(manifest["failed_sequences"])),
-        str(frames),
-        f"{frames - manifest['no_face']} ({100 * (frames - manifest['no_face']) / max(frames, 1):.1f}%)",
-        str(manifest["no_face"]),
-        str(manifest["unreadable"]),
-        f"{seconds:.1f}",
-        f"{frames / max(seconds, 1e-9):.0f}",
-    )
-    console.print(table)
-    for message in (manifest["failed_sequences"] + manifest["issues"])[:10]:
-        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    preprocess_dataset(opts, ray_address, console)
 
 
 @app.command()
@@ -206,6 +170,32 @@ def demo(
         console.print(f"synthetic data already in {synthetic} (delete it to regenerate)")
     else:
         synth(out=synthetic, preset="demo")
+    from flows.preprocess import preprocess_many
+    from preprocessing.pipeline import PreprocessOptions
+
+    preprocess_many(
+        [
+            PreprocessOptions(d, synthetic / folder, root / "shards")
+            for d, folder in DEMO_DATASETS.items()
+        ],
+        None,
+        console,
+    )
+    console.print(
+        f"[bold green]demo done:[/] shards in {root / 'shards'}; training, the Prefect flow and "
+        "the report join this command as they land."
+    )
+
+
+DEMO_DATASETS = {
+    "bp4d": "BP4D",
+    "bp4d_plus": "BP4D+",
+    "disfa": "DISFA",
+    "rafdb": "RAF-DB",
+    "affectnet8": "AffectNet",
+    "ferplus": "FERPlus",
+    "video": "videos",
+}
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from clef_core.errors import ClefError
 from preprocessing.align import box_transform, eye_transform, warp
 from preprocessing.detect import DetectorConfig, FaceDetector
 from preprocessing.readers import FrameItem, SequenceRef, get_reader
-from preprocessing.shards import shard_path, write_manifest, write_shard
+from preprocessing.shards import ShardWriter, shard_path, write_manifest
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
         result.skipped = True
         return result
     detector = FaceDetector(opts.detector)
-    rows: list[dict[str, Any]] = []
+    writer = ShardWriter(path)
     try:
         for item in reader.frames(seq):
             if item.image is None:
@@ -99,7 +99,7 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
                 continue
             crop, found, score = align_item(item, detector, opts.image_size)
             _, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality])
-            rows.append(
+            writer.add(
                 {
                     "dataset": opts.dataset,
                     "subject": seq.subject,
@@ -116,10 +116,12 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
             result.faces += found
     except Exception as err:  # one bad sequence must never stop the dataset
         result.failed = f"{seq.key}: {type(err).__name__}: {err}"
-    result.frames = len(rows)
+    result.frames = writer.rows
     result.issues = reader.issues.messages
-    if rows and result.failed is None:
-        write_shard(path, rows)
+    if writer.rows and result.failed is None:
+        writer.commit()
+    else:
+        writer.abort()
     result.seconds = time.perf_counter() - start
     return result
 

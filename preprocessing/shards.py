@@ -35,13 +35,40 @@ def shard_path(shard_dir: Path, dataset: str, key: str) -> Path:
     return shard_dir / dataset / f"{key}.parquet"
 
 
-def write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows atomically (temp file + rename); deterministic bytes for the same rows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=1024)
-    os.replace(tmp, path)
+ROW_GROUP = 256  # rows buffered before they go to disk: memory stays flat with video length
+
+
+class ShardWriter:
+    """Streams rows into a Parquet file under a temporary name; `commit()` renames it into
+    place, `abort()` (or leaving without commit) deletes it. Same rows, same bytes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
+        self.buffer: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.buffer.append(row)
+        self.rows += 1
+        if len(self.buffer) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=SCHEMA))
+            self.buffer = []
+
+    def commit(self) -> None:
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

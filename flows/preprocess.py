@@ -1,0 +1,56 @@
+"""Entry-point glue for preprocessing: run datasets through the pipeline, print summaries."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from preprocessing.distributed import init_ray, run_sequences
+from preprocessing.pipeline import PreprocessOptions, finish, plan
+
+COLUMNS = ("seqs", "skipped", "failed", "frames", "faces %", "no face", "unread", "s", "frames/s")
+
+
+def preprocess_dataset(opts: PreprocessOptions, ray_address: str | None, console: Console) -> dict:
+    """Preprocess one dataset (Ray tasks), write its manifest, print the summary table."""
+    sequences, issues = plan(opts)
+    start = time.perf_counter()
+    results = run_sequences(opts, sequences, ray_address)
+    seconds = time.perf_counter() - start
+    manifest = finish(opts, results, issues)
+    frames, faces = manifest["rows"], manifest["rows"] - manifest["no_face"]
+    table = Table(title=f"{opts.dataset}: shards in {opts.shard_dir / opts.dataset}")
+    for col in COLUMNS:
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(len(results)),
+        str(sum(r.skipped for r in results)),
+        str(len(manifest["failed_sequences"])),
+        str(frames),
+        f"{100 * faces / max(frames, 1):.1f}",
+        str(manifest["no_face"]),
+        str(manifest["unreadable"]),
+        f"{seconds:.1f}",
+        f"{frames / max(seconds, 1e-9):.0f}",
+    )
+    console.print(table)
+    for message in (manifest["failed_sequences"] + manifest["issues"])[:10]:
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    return manifest
+
+
+def preprocess_many(
+    options: list[PreprocessOptions], ray_address: str | None, console: Console
+) -> None:
+    """Several datasets on one Ray instance (started here unless one is running)."""
+    import ray
+
+    started = init_ray(ray_address)
+    try:
+        for opts in options:
+            preprocess_dataset(opts, ray_address, console)
+    finally:
+        if started:
+            ray.shutdown()
