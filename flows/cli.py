@@ -172,11 +172,13 @@ def demo(
         synth(out=synthetic, preset="demo")
     from flows.preprocess import preprocess_many
     from preprocessing.pipeline import PreprocessOptions
+    from preprocessing.synth.spec import READER_ROOTS
 
     preprocess_many(
         [
             PreprocessOptions(d, synthetic / folder, root / "shards")
-            for d, folder in DEMO_DATASETS.items()
+            for d, folder in READER_ROOTS.items()
+            if d != "affectnet7"  # the same files as affectnet8
         ],
         None,
         console,
@@ -185,17 +187,6 @@ def demo(
         f"[bold green]demo done:[/] shards in {root / 'shards'}; training, the Prefect flow and "
         "the report join this command as they land."
     )
-
-
-DEMO_DATASETS = {
-    "bp4d": "BP4D",
-    "bp4d_plus": "BP4D+",
-    "disfa": "DISFA",
-    "rafdb": "RAF-DB",
-    "affectnet8": "AffectNet",
-    "ferplus": "FERPlus",
-    "video": "videos",
-}
 
 
 def main() -> None:

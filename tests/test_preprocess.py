@@ -19,16 +19,9 @@ from preprocessing.readers.fer import AffectNet8Reader, FERPlusReader, RAFDBRead
 from preprocessing.shards import SCHEMA, read_manifest
 from preprocessing.synth.dynamics import AU_INDEX
 from preprocessing.synth.layouts.bp4d import OCCURRENCE_THRESHOLD
+from preprocessing.synth.spec import READER_ROOTS
 
-ROOTS = {
-    "bp4d": "BP4D",
-    "bp4d_plus": "BP4D+",
-    "disfa": "DISFA",
-    "rafdb": "RAF-DB",
-    "affectnet8": "AffectNet",
-    "ferplus": "FERPlus",
-    "video": "videos",
-}
+ROOTS = {d: folder for d, folder in READER_ROOTS.items() if d != "affectnet7"}
 
 
 def run_inline(dataset: str, root: Path, out: Path) -> tuple[list[dict], dict]:

@@ -25,6 +25,18 @@ ROOT_NAMES = {
     "videos": "videos",
 }
 
+# Reader name -> the folder under the output directory that is that reader's root.
+READER_ROOTS = {
+    "bp4d": "BP4D",
+    "bp4d_plus": "BP4D+",
+    "disfa": "DISFA",
+    "rafdb": "RAF-DB",
+    "affectnet7": "AffectNet",
+    "affectnet8": "AffectNet",
+    "ferplus": "FERPlus",
+    "video": "videos",
+}
+
 
 @dataclass(frozen=True)
 class SynthSpec:

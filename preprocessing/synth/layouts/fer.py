@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from preprocessing.align import align_by_eyes
+from preprocessing.readers.fer import FERPlusReader
 from preprocessing.synth.dynamics import EXPRESSION_PROTOTYPES, RENDERED_AUS, au_vector
 from preprocessing.synth.identity import make_identity, rng_for
 from preprocessing.synth.scene import SequenceRenderer
@@ -51,18 +52,7 @@ AFFECTNET_IDS = {
     "anger": 6,
     "contempt": 7,
 }
-FERPLUS_VOTES = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
-)
+FERPLUS_VOTES = (*FERPlusReader.classes, "unknown", "NF")  # fer2013new.csv vote columns
 FER2013_IDS = {
     "anger": 0,
     "disgust": 1,
