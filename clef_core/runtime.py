@@ -105,3 +105,19 @@ def install_torchvision_fix() -> None:
         return
     if not any(isinstance(f, _TorchvisionFix) for f in sys.meta_path):
         sys.meta_path.insert(0, _TorchvisionFix())
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to the Ray cluster at `address`, or start a local instance bound to 127.0.0.1.
+
+    Returns True when this call started Ray (the caller then shuts it down).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True

@@ -179,6 +179,7 @@ def run_epoch(
     precision: str = "auto",
     max_steps: int | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over `batches`: lr schedule, autocast, backward, AdamW step.
 
@@ -195,6 +196,8 @@ def run_epoch(
             loss, parts = step_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:  # e.g. averaging gradients across workers
+            after_backward()
         optimizer.step()
         parts["lr"] = optimizer.param_groups[0]["lr"]
         for k, v in parts.items():

@@ -7,7 +7,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from preprocessing.distributed import init_ray, run_sequences
+from clef_core.runtime import init_ray
+from preprocessing.distributed import run_sequences
 from preprocessing.pipeline import PreprocessOptions, finish, plan
 
 COLUMNS = ("seqs", "skipped", "failed", "frames", "faces %", "no face", "unread", "s", "frames/s")

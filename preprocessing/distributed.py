@@ -3,25 +3,14 @@ default, a cluster given its address. Shows progress and returns the per-sequenc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import ray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from clef_core.runtime import init_ray
 from preprocessing.pipeline import PreprocessOptions, SequenceResult, process_sequence
 from preprocessing.readers import SequenceRef
-
-
-def init_ray(address: str | None) -> bool:
-    """Connect to `address`, or start a local instance; True when this call started Ray."""
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    return True
 
 
 def run_sequences(

@@ -23,3 +23,33 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate(make_spec(out, "test", workers=2), show_progress=False)
     return out
+
+
+def run_inline(
+    dataset: str, root: Path, out: Path, image_size: int = 112
+) -> tuple[list[dict], dict]:
+    """The preprocessing pipeline without Ray (the Ray path is tested through the CLI)."""
+    import pyarrow.parquet as pq
+
+    from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
+
+    opts = PreprocessOptions(dataset=dataset, root=root, shard_dir=out, image_size=image_size)
+    sequences, issues = plan(opts)
+    results = [process_sequence(opts, s) for s in sequences]
+    manifest = finish(opts, results, issues)
+    rows = [
+        r for shard in manifest["shards"] for r in pq.read_table(out / dataset / shard).to_pylist()
+    ]
+    return rows, manifest
+
+
+@pytest.fixture(scope="session")
+def shard_dir(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards of every synthetic layout (112 px crops), built once per session."""
+    from preprocessing.synth.spec import READER_ROOTS
+
+    out = tmp_path_factory.mktemp("shards")
+    for dataset, folder in READER_ROOTS.items():
+        if dataset != "affectnet7":
+            run_inline(dataset, synth_root / folder, out)
+    return out

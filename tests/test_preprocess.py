@@ -3,6 +3,7 @@ found, bad input is reported without losing anything else."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clef_core.errors import ClefError
-from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
+from preprocessing.pipeline import PreprocessOptions, plan
 from preprocessing.readers.bp4d import BP4DReader
 from preprocessing.readers.disfa import PROTOCOL_AUS
 from preprocessing.readers.fer import AffectNet8Reader, FERPlusReader, RAFDBReader
@@ -20,28 +21,23 @@ from preprocessing.shards import SCHEMA, read_manifest
 from preprocessing.synth.dynamics import AU_INDEX
 from preprocessing.synth.layouts.bp4d import OCCURRENCE_THRESHOLD
 from preprocessing.synth.spec import READER_ROOTS
+from tests.conftest import run_inline
 
 ROOTS = {d: folder for d, folder in READER_ROOTS.items() if d != "affectnet7"}
 
 
-def run_inline(dataset: str, root: Path, out: Path) -> tuple[list[dict], dict]:
-    """The pipeline without Ray (the Ray path is tested through the CLI)."""
-    opts = PreprocessOptions(dataset=dataset, root=root, shard_dir=out, image_size=112)
-    sequences, issues = plan(opts)
-    results = [process_sequence(opts, s) for s in sequences]
-    manifest = finish(opts, results, issues)
-    rows = [
-        r for shard in manifest["shards"] for r in pq.read_table(out / dataset / shard).to_pylist()
-    ]
-    return rows, manifest
-
-
 @pytest.fixture(scope="module")
-def shards(
-    synth_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[list[dict], dict]]:
-    out = tmp_path_factory.mktemp("shards")
-    return {d: run_inline(d, synth_root / r, out) for d, r in ROOTS.items()}
+def shards(shard_dir: Path) -> dict[str, tuple[list[dict], dict]]:
+    out = {}
+    for dataset in ROOTS:
+        manifest = json.loads((shard_dir / dataset / "manifest.json").read_text())
+        rows = [
+            r
+            for s in manifest["shards"]
+            for r in pq.read_table(shard_dir / dataset / s).to_pylist()
+        ]
+        out[dataset] = (rows, manifest)
+    return out
 
 
 def truth(root: Path, dataset: str) -> list[dict]:

@@ -1,0 +1,130 @@
+"""Ray Data: shards -> decoded, augmented batches for Ray Train workers, streamed.
+
+`load_split` reads a dataset's Parquet shards lazily and keeps the rows of the wanted fold
+parts (and, for stage 2, rows with at least one known label); `decode_batches` turns JPEG
+bytes into model-sized tensors (two augmented views for stage 1) in `map_batches`, so decoding
+runs in parallel Ray tasks and is never materialised. Workers read their share with
+`ray.train.get_dataset_shard(name).iter_torch_batches(...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import torch
+
+from clef_core.augment import augment, resize
+from clef_core.config import AugmentConfig
+from clef_core.errors import ClefError
+
+COLUMNS = ["dataset", "task", "image", "au", "expression", "part", "face_found"]
+
+
+def shard_files(shard_dir: Path, dataset: str) -> list[str]:
+    import json
+
+    manifest = shard_dir / dataset / "manifest.json"
+    if not manifest.is_file():
+        raise ClefError(
+            f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"
+        )
+    names = json.loads(manifest.read_text())["shards"]
+    return [str(shard_dir / dataset / n) for n in names]
+
+
+def _keep(table: pa.Table, parts: Sequence[int] | None, labels: str | None) -> pa.Table:
+    """Rows of the wanted parts; with labels="au"/"expression", rows with a known label."""
+    mask = pc.is_in(table["part"], pa.array(parts, pa.int8())) if parts is not None else None
+    if labels == "au":  # at least one AU known (not -1)
+        label_mask = pa.array([any(v >= 0 for v in a) for a in table["au"].to_pylist()])
+        mask = label_mask if mask is None else pc.and_(mask, label_mask)
+    elif labels == "expression":
+        label_mask = pc.greater_equal(table["expression"], 0)
+        mask = label_mask if mask is None else pc.and_(mask, label_mask)
+    return table if mask is None else table.filter(mask)
+
+
+def load_split(
+    shard_dir: Path, dataset: str, parts: Sequence[int] | None = None, labels: str | None = None
+) -> ray.data.Dataset:
+    """A lazy Ray Dataset of one dataset's rows in `parts` (all when None)."""
+    files = shard_files(shard_dir, dataset)
+    ds = ray.data.read_parquet(files, columns=COLUMNS)
+    return ds.map_batches(
+        _keep, batch_format="pyarrow", fn_kwargs={"parts": parts, "labels": labels}
+    )
+
+
+def _decode(images: Sequence[bytes]) -> np.ndarray:
+    """JPEG bytes -> uint8 RGB [B, H, W, 3]."""
+    out = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for b in images]
+    return np.stack(out)
+
+
+def decode_batch(
+    batch: dict[str, Any],
+    size: int,
+    views: int,
+    augment_cfg: AugmentConfig,
+    activity_index: dict[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A Ray Data batch (numpy) -> model inputs.
+
+    views=0: `image` resized (evaluation); 1: `image` augmented (stage 2); 2: `view1` and
+    `view2`, two independent augmentations (stage 1). Labels pass through as `au`
+    (int8 [B, C]) and `expression`; `activity` (int64) comes from "dataset/task".
+    """
+    rgb = _decode(batch["image"])
+    # Each batch gets its own random stream (derived from its content, so reruns repeat).
+    gen = torch.Generator().manual_seed(
+        seed + int(np.frombuffer(batch["image"][0][-8:], np.uint8).sum())
+    )
+    out: dict[str, np.ndarray] = {}
+    if views == 0:
+        out["image"] = resize(rgb, size).numpy()
+    elif views == 1:
+        out["image"] = augment(rgb, size, augment_cfg, gen).numpy()
+    else:
+        out["view1"] = augment(rgb, size, augment_cfg, gen).numpy()
+        out["view2"] = augment(rgb, size, augment_cfg, gen).numpy()
+    au = batch["au"]
+    if len(au) and len(au[0]):
+        out["au"] = np.stack([np.asarray(a, np.int8) for a in au])
+    out["expression"] = np.asarray(batch["expression"], np.int64)
+    if activity_index is not None:
+        keys = [f"{d}/{t}" for d, t in zip(batch["dataset"], batch["task"], strict=True)]
+        out["activity"] = np.array([activity_index[k] for k in keys], np.int64)
+    return out
+
+
+def model_inputs(
+    ds: ray.data.Dataset,
+    size: int,
+    views: int,
+    augment_cfg: AugmentConfig,
+    activity_index: dict[str, int] | None = None,
+    num_cpus: float = 1.0,
+    seed: int = 0,
+) -> ray.data.Dataset:
+    """Decode (and augment) in parallel Ray tasks; streamed, never materialised."""
+    return ds.map_batches(
+        decode_batch,
+        batch_format="numpy",
+        batch_size=64,
+        num_cpus=num_cpus,
+        fn_kwargs={
+            "size": size,
+            "views": views,
+            "augment_cfg": augment_cfg,
+            "activity_index": activity_index,
+            "seed": seed,
+        },
+    )

@@ -1,0 +1,246 @@
+"""Both CLEF stages on Ray Train: Ray Data streams the shards into TorchTrainer workers that run
+the plain training steps of `clef_core.train`. The Ray-specific lines live here and only here.
+
+Multi-worker semantics: stage-1 features are gathered with gradients (`clef_core.dist`), so
+the contrastive loss is that of the global batch; gradients are averaged across workers after
+each backward. Checkpoints are reported every epoch; a restarted worker resumes from the last
+one (epoch and step included).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+
+from clef_core.checkpoint import load_weights, read_meta, save_checkpoint
+from clef_core.config import ExperimentConfig
+from clef_core.data import load_split, model_inputs
+from clef_core.dist import average_gradients, gather_with_grad
+from clef_core.labels import LabelSpace
+from clef_core.model import build_model, tokenizer_for
+from clef_core.tracking import tracker_for
+from clef_core.train import (
+    finetune_step,
+    make_optimizer,
+    metrics_of,
+    predict,
+    pretrain_step,
+    run_epoch,
+    warmup_cosine,
+)
+from clef_core.weights import au_pos_weights, expression_weights
+
+
+@dataclass(frozen=True)
+class StageJob:
+    stage: int  # 1 = activity pre-training, 2 = fine-tuning
+    datasets: tuple[str, ...]  # stage 1: its sources; stage 2: the one dataset
+    train_parts: tuple[int, ...] | None  # fold parts to train on (None = all)
+    test_parts: tuple[int, ...] | None = None  # stage 2: parts to evaluate on
+    init_from: str | None = None  # checkpoint directory to start from
+    name: str = "clef"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    checkpoint: Path
+    metrics: dict[str, float]
+
+
+def _manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
+    return json.loads((shard_dir / dataset / "manifest.json").read_text())
+
+
+def activities_of(shard_dir: Path, datasets: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every (dataset, task) with rows, in a fixed order: the stage-1 activity labels."""
+    out = []
+    for d in datasets:
+        tasks = [t for t in _manifest(shard_dir, d)["rows_per_task"] if t != "None"]
+        out += [(d, t) for t in sorted(tasks, key=lambda t: int(t.lstrip("T")))]
+    return out
+
+
+def label_space_of(shard_dir: Path, dataset: str) -> LabelSpace:
+    m = _manifest(shard_dir, dataset)
+    return LabelSpace.aus(m["au_ids"]) if m["au_ids"] else LabelSpace.expressions(m["classes"])
+
+
+def _rows_in(shard_dir: Path, dataset: str, parts: tuple[int, ...] | None) -> int:
+    per_part = _manifest(shard_dir, dataset)["rows_per_part"]
+    return sum(n for p, n in per_part.items() if parts is None or int(p) in parts)
+
+
+def _class_weights(shard_dir: Path, job: StageJob, space: LabelSpace) -> list[float]:
+    """From the training split's label frequencies (clef_core.weights)."""
+    rows = load_split(
+        shard_dir,
+        job.datasets[0],
+        job.train_parts,
+        labels=space.kind if space.kind == "au" else "expression",
+    )
+    column = "au" if space.kind == "au" else "expression"
+    values = [r[column] for r in rows.select_columns([column]).take_all()]
+    import numpy as np
+
+    if space.kind == "au":
+        return au_pos_weights(np.array(values)).tolist()
+    return expression_weights(np.array(values), space.n).tolist()
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every worker."""
+    cfg = ExperimentConfig.model_validate(config["experiment"])
+    job = StageJob(**config["job"])
+    stage_cfg = cfg.stage1 if job.stage == 1 else cfg.stage2
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
+    space = (
+        LabelSpace(config["space"][0], tuple(config["space"][1])) if config.get("space") else None
+    )
+    if job.stage == 2 and cfg.stage2.head == "linear" and space is not None:
+        model.set_linear_head(space.n)
+    if job.init_from:
+        load_weights(Path(job.init_from), model, strict=False)
+    model.to(device)
+    tok = tokenizer_for(cfg.model)
+    lr = cfg.stage1.lr if job.stage == 1 else cfg.stage2.lr_for(job.datasets[0])
+    opt = make_optimizer(model, lr, stage_cfg.weight_decay)
+    epoch0, step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # a restarted run: continue where the last report left off
+        with checkpoint.as_directory() as d:
+            load_weights(Path(d), model, opt, map_location=device)
+            meta = read_meta(Path(d))
+        epoch0, step = meta["epoch"] + 1, meta["step"]
+    steps = config["steps_per_epoch"]
+    total = steps * stage_cfg.epochs
+    warm = int(stage_cfg.warmup_epochs * steps)
+    rng = random.Random(cfg.seed + rank)
+    activities = [tuple(a) for a in config.get("activities", [])]
+    weights = torch.tensor(config["weights"], device=device) if config.get("weights") else None
+    tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"))
+
+    def step_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if job.stage == 1:
+            return pretrain_step(model, batch, tok, activities, cfg.stage1, rng, gather_with_grad)
+        assert space is not None
+        return finetune_step(model, batch, tok, space, cfg.stage2, weights, rng)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    for epoch in range(epoch0, stage_cfg.epochs):
+        batches = train_shard.iter_torch_batches(batch_size=config["local_batch"], drop_last=True)
+        step, parts = run_epoch(
+            step_fn,
+            batches,
+            opt,
+            lambda s: warmup_cosine(s, total, warm, lr, stage_cfg.min_lr),
+            step,
+            device,
+            cfg.compute.precision,
+            max_steps=steps,
+            after_backward=lambda: average_gradients(model),
+        )
+        metrics: dict[str, float] = {f"train_{k}": v for k, v in parts.items()}
+        metrics["epoch"] = epoch
+        if job.stage == 2 and rank == 0 and space is not None:
+            test = ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64)
+            metrics.update(
+                metrics_of(
+                    predict(model, test, tok, space, device, cfg.compute.precision),
+                    space,
+                    cfg.stage2.threshold,
+                )
+            )
+        tracker.log_metrics(metrics, epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(Path(tmp), model, cfg, job.stage, step, epoch, space, opt)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def run_stage(
+    cfg: ExperimentConfig,
+    job: StageJob,
+    storage: Path,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+) -> StageResult:
+    """Build the Ray Datasets for `job`, fit a TorchTrainer, return the final checkpoint."""
+    shard_dir = cfg.data.shard_dir
+    stage_cfg = cfg.stage1 if job.stage == 1 else cfg.stage2
+    size = cfg.model.image_size
+    data_cpus = cfg.compute.data_cpus
+    loop_config: dict[str, Any] = {
+        "experiment": cfg.model_dump(mode="json"),
+        "job": asdict(job),
+        "tracking_uri": tracking_uri,
+        "run_id": run_id,
+    }
+    if job.stage == 1:
+        activities = activities_of(shard_dir, job.datasets)
+        index = {f"{d}/{t}": i for i, (d, t) in enumerate(activities)}
+        sources = [load_split(shard_dir, d, job.train_parts) for d in job.datasets]
+        train = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
+        datasets = {
+            "train": model_inputs(train, size, 2, cfg.stage1.augment, index, data_cpus, cfg.seed)
+        }
+        rows = sum(_rows_in(shard_dir, d, job.train_parts) for d in job.datasets)
+        loop_config["activities"] = activities
+        score, order = "train_loss", "min"
+    else:
+        dataset = job.datasets[0]
+        space = label_space_of(shard_dir, dataset)
+        labels = "au" if space.kind == "au" else "expression"
+        train = load_split(shard_dir, dataset, job.train_parts, labels)
+        test = load_split(shard_dir, dataset, job.test_parts, labels)
+        datasets = {
+            "train": model_inputs(train, size, 1, cfg.stage2.augment, None, data_cpus, cfg.seed),
+            "test": model_inputs(test, size, 0, cfg.stage2.augment, None, data_cpus),
+        }
+        rows = _rows_in(shard_dir, dataset, job.train_parts)
+        loop_config["space"] = [space.kind, list(space.labels)]
+        loop_config["weights"] = _class_weights(shard_dir, job, space)
+        score, order = ("f1_mean", "max") if space.kind == "au" else ("accuracy", "max")
+    workers = cfg.compute.num_workers
+    loop_config["local_batch"] = max(1, stage_cfg.batch_size // workers)
+    loop_config["steps_per_epoch"] = stage_cfg.steps_per_epoch or max(
+        1, rows // stage_cfg.batch_size
+    )
+    resources = {"CPU": cfg.compute.cpus_per_worker}
+    if cfg.compute.use_gpu:
+        resources["GPU"] = cfg.compute.gpus_per_worker
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=cfg.compute.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=job.name,
+            storage_path=str(storage.resolve()),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=score, checkpoint_score_order=order
+            ),
+            failure_config=FailureConfig(max_failures=cfg.compute.max_failures),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    assert result.checkpoint is not None
+    return StageResult(Path(result.checkpoint.path), dict(result.metrics or {}))

@@ -1,0 +1,75 @@
+"""Ray Data over the shards: fold-part and label filtering, decoding, stage-1 views, streaming
+into torch batches (a real local Ray instance)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+
+from clef_core.config import AugmentConfig
+from clef_core.data import load_split, model_inputs
+from clef_core.errors import ClefError
+
+ACTIVITIES = {f"bp4d/T{k}": k - 1 for k in range(1, 9)}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+def all_rows(shard_dir: Path, dataset: str) -> list[dict]:
+    return [
+        r
+        for p in sorted((shard_dir / dataset).glob("*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    ]
+
+
+def test_split_keeps_wanted_parts_and_labeled_rows(shard_dir: Path, local_ray: None) -> None:
+    rows = load_split(shard_dir, "bp4d", parts=[0, 1], labels="au").take_all()
+    expected = [r for r in all_rows(shard_dir, "bp4d") if r["part"] in (0, 1) and max(r["au"]) >= 0]
+    assert len(rows) == len(expected) > 0
+    assert {r["part"] for r in rows} == {0, 1}
+    everything = load_split(shard_dir, "bp4d").count()
+    assert (
+        everything == len(all_rows(shard_dir, "bp4d")) > len(rows)
+    )  # unlabeled frames kept for stage 1
+    fer = load_split(shard_dir, "rafdb", parts=[1], labels="expression").take_all()
+    assert fer and all(r["part"] == 1 and r["expression"] >= 0 for r in fer)
+
+
+def test_stage1_batches_have_two_views_and_activities(shard_dir: Path, local_ray: None) -> None:
+    ds = model_inputs(
+        load_split(shard_dir, "bp4d", parts=[0, 1]), 64, 2, AugmentConfig(), ACTIVITIES
+    )
+    batch = next(iter(ds.iter_torch_batches(batch_size=16)))
+    assert batch["view1"].shape == (16, 3, 64, 64) and batch["view1"].dtype == torch.float32
+    assert not torch.equal(batch["view1"], batch["view2"])
+    assert batch["activity"].dtype == torch.int64 and set(batch["activity"].tolist()) <= set(
+        range(8)
+    )
+    assert batch["au"].shape == (16, 12)
+
+
+def test_eval_batches_are_plain_resizes(shard_dir: Path, local_ray: None) -> None:
+    ds = model_inputs(
+        load_split(shard_dir, "disfa", parts=[2], labels="au"), 64, 0, AugmentConfig()
+    )
+    first = np.concatenate([b["image"] for b in ds.iter_batches(batch_size=32)])
+    again = np.concatenate([b["image"] for b in ds.iter_batches(batch_size=32)])
+    assert first.shape[1:] == (3, 64, 64) and np.array_equal(first, again)
+
+
+def test_missing_shards_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ClefError, match="run `clef preprocess --dataset bp4d` first"):
+        load_split(tmp_path, "bp4d")
