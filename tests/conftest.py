@@ -48,7 +48,7 @@ def shard_dir(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """Shards of every synthetic layout (112 px crops), built once per session."""
     from preprocessing.synth.spec import READER_ROOTS
 
-    out = tmp_path_factory.mktemp("shards")
+    out = tmp_path_factory.mktemp("data") / "shards"  # <data_dir>/shards, as configs expect
     for dataset, folder in READER_ROOTS.items():
         if dataset != "affectnet7":
             run_inline(dataset, synth_root / folder, out)
