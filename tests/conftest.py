@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,14 @@ def shard_dir(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         if dataset != "affectnet7":
             run_inline(dataset, synth_root / folder, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray instance on the machine's 2 cores, shut down after the module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

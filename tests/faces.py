@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from preprocessing.align import align_by_eyes
-from preprocessing.synth.dynamics import EXPRESSION_PROTOTYPES, RENDERED_AUS, au_vector
+from preprocessing.synth.dynamics import EXPRESSION_PROTOTYPES, au_vector
 from preprocessing.synth.identity import make_identity, rng_for
 from preprocessing.synth.scene import SequenceRenderer
 
@@ -33,6 +33,3 @@ def expression_faces(
             labels.append(c)
             aus.append(au)
     return np.stack(images), np.array(labels), np.stack(aus)
-
-
-__all__ = ["RENDERED_AUS", "expression_faces"]

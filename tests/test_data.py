@@ -3,13 +3,11 @@ into torch batches (a real local Ray instance)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from clef_core.config import AugmentConfig
@@ -17,14 +15,6 @@ from clef_core.data import load_split, model_inputs
 from clef_core.errors import ClefError
 
 ACTIVITIES = {f"bp4d/T{k}": k - 1 for k in range(1, 9)}
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 def all_rows(shard_dir: Path, dataset: str) -> list[dict]:

@@ -4,26 +4,16 @@ and rank 0 logs every epoch to MLflow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-import ray
 
 from clef_core.checkpoint import read_meta
 from clef_core.config import load_config
 from clef_core.ray_train import StageJob, run_stage
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 def test_two_stages_on_two_workers(shard_dir: Path, tmp_path: Path, local_ray: None) -> None:
