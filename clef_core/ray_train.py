@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -90,8 +91,6 @@ def _class_weights(shard_dir: Path, job: StageJob, space: LabelSpace) -> list[fl
     )
     column = "au" if space.kind == "au" else "expression"
     values = [r[column] for r in rows.select_columns([column]).take_all()]
-    import numpy as np
-
     if space.kind == "au":
         return au_pos_weights(np.array(values)).tolist()
     return expression_weights(np.array(values), space.n).tolist()

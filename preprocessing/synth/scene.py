@@ -159,7 +159,6 @@ class SequenceRenderer:
         m[0, :] *= [1 - 0.25 * abs(float(self.yaw[i])), 1, 1]  # foreshortening of a turned head
         m[:, 2] += [self.cx[i] - CX, self.cy[i] - CY]
         if self.no_face[i] and self.no_face_kind[i] == 2:  # out of frame
-            m[0, 2] += (1 if self.cx[i] < self.width / 2 else -1) * 0  # keep direction stable
             m[0, 2] += -self.width * 0.62 if self.cx[i] < self.width / 2 else self.width * 0.62
         return m
 
