@@ -49,6 +49,19 @@ def save_checkpoint(
     return directory
 
 
+def save_predictions(path: Path, pred: Any, max_features: int = 2000) -> Path:
+    """Held-out scores and targets (all rows) and image features (a seeded sample, for the
+    t-SNE plot) as one .npz beside the checkpoint."""
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(0).permutation(len(pred.features))[:max_features])
+    np.savez_compressed(
+        path, scores=pred.scores, targets=pred.targets, features=pred.features[keep],
+        feature_rows=keep,
+    )  # fmt: skip
+    return path
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     path = directory / "meta.json"
     if not path.is_file():

@@ -98,6 +98,9 @@ class Stage1Config(_Frozen):
     weight_image_image: float = Field(1.0, ge=0.0)  # L_II; 0 switches it off
     weight_image_activity: float = Field(1.0, ge=0.0)  # L_IA; 0 = ablation without PA
     augment: AugmentConfig = AugmentConfig()
+    # Sample frames evenly over the activities (the paper: 480k BP4D+ frames, evenly over its
+    # 10 tasks): each task keeps about as many frames as the smallest one has.
+    balance_activities: bool = True
     steps_per_epoch: int | None = Field(None, ge=1)  # cap, for smoke runs; None = full epoch
 
 
@@ -131,6 +134,7 @@ class Stage2Config(_Frozen):
     logit_scale_max: float = Field(100.0, gt=0.0)  # clamp of 1/tau, as CLIP
     augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)
     steps_per_epoch: int | None = Field(None, ge=1)
+    eval_every_epoch: bool = False  # held-out metrics after every epoch, not just the last
 
     def lr_for(self, dataset: str) -> float:
         if dataset not in self.lr:
@@ -147,6 +151,10 @@ class ComputeConfig(_Frozen):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast on CUDA
     max_failures: int = Field(2, ge=0)  # worker restarts before a run fails
     data_cpus: float = Field(1.0, gt=0.0)  # CPUs per Ray Data decode task
+    # Decode tasks running at once (None = as many as the CPUs allow); on a 2-core machine a
+    # few warm processes beat many that each import torch.
+    data_concurrency: int | None = Field(None, ge=1)
+    concurrent_units: int = Field(1, ge=1)  # trainings the flow runs at once (>1 on a cluster)
 
 
 class TrackingConfig(_Frozen):
@@ -157,7 +165,7 @@ class TrackingConfig(_Frozen):
 
 class ProtocolConfig(_Frozen):
     datasets: list[str] = ["bp4d", "disfa", "bp4d_plus", "rafdb", "affectnet7", "ferplus"]
-    folds: list[int] | None = None  # None = every fold of each dataset
+    folds: list[int] | None = None  # fold numbers from 1; None = every fold of each dataset
 
     @model_validator(mode="after")
     def _known(self) -> ProtocolConfig:

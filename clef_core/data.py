@@ -9,6 +9,7 @@ runs in parallel Ray tasks and is never materialised. Workers read their share w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def shard_files(shard_dir: Path, dataset: str) -> list[str]:
     return [str(shard_dir / dataset / n) for n in names]
 
 
-def _keep(table: pa.Table, parts: Sequence[int] | None, labels: str | None) -> pa.Table:
+def keep_rows(table: pa.Table, parts: Sequence[int] | None, labels: str | None) -> pa.Table:
     """Rows of the wanted parts; with labels="au"/"expression", rows with a known label."""
     mask = pc.is_in(table["part"], pa.array(parts, pa.int8())) if parts is not None else None
     if labels == "au":  # at least one AU known (not -1)
@@ -56,9 +57,13 @@ def load_split(
 ) -> ray.data.Dataset:
     """A lazy Ray Dataset of one dataset's rows in `parts` (all when None)."""
     files = shard_files(shard_dir, dataset)
-    ds = ray.data.read_parquet(files, columns=COLUMNS)
+    # The reader is chosen when the plan is built, here (see runtime.SERVICE_ENV for why V1).
+    ray.data.DataContext.get_current().use_datasource_v2 = os.environ.get(
+        "RAY_DATA_USE_DATASOURCE_V2", "0"
+    ) not in ("0", "false")
+    ds = ray.data.read_parquet(files).select_columns(COLUMNS)
     return ds.map_batches(
-        _keep, batch_format="pyarrow", fn_kwargs={"parts": parts, "labels": labels}
+        keep_rows, batch_format="pyarrow", fn_kwargs={"parts": parts, "labels": labels}
     )
 
 
@@ -113,13 +118,16 @@ def model_inputs(
     activity_index: dict[str, int] | None = None,
     num_cpus: float = 1.0,
     seed: int = 0,
+    concurrency: int | None = None,
 ) -> ray.data.Dataset:
-    """Decode (and augment) in parallel Ray tasks; streamed, never materialised."""
+    """Decode (and augment) in parallel Ray tasks (at most `concurrency` at once, None = as
+    many as fit); streamed, never materialised."""
     return ds.map_batches(
         decode_batch,
         batch_format="numpy",
         batch_size=64,
         num_cpus=num_cpus,
+        concurrency=concurrency,
         fn_kwargs={
             "size": size,
             "views": views,
@@ -128,3 +136,31 @@ def model_inputs(
             "seed": seed,
         },
     )
+
+
+def even_activity_shares(rows_per_task: dict[str, int]) -> dict[str, float]:
+    """Task -> share of its frames to keep so every task contributes about as many as the
+    smallest (rows without a task are left out of stage 1's activity labels anyway)."""
+    counts = {t: n for t, n in rows_per_task.items() if t != "None" and n > 0}
+    if not counts:
+        return {}
+    least = min(counts.values())
+    return {t: least / n for t, n in counts.items()}
+
+
+def _sample_tasks(batch: pa.Table, keep: dict[str, float]) -> pa.Table:
+    """Keep each row with its task's share, decided by a hash of the row's image: the same
+    rows every epoch and every run (a fixed even sample, as the paper's)."""
+    import zlib
+
+    tasks = batch["task"].to_pylist()
+    images = batch["image"].to_pylist()
+    mask = [
+        t is not None and (zlib.crc32(img[-256:]) % 10_000) < keep.get(t, 0.0) * 10_000
+        for t, img in zip(tasks, images, strict=True)
+    ]
+    return batch.filter(pa.array(mask, pa.bool_()))
+
+
+def balance_activities(ds: ray.data.Dataset, keep: dict[str, float]) -> ray.data.Dataset:
+    return ds.map_batches(_sample_tasks, batch_format="pyarrow", fn_kwargs={"keep": keep})

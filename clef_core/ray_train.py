@@ -17,15 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import ray
 import ray.train
 import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
-from clef_core.checkpoint import load_weights, read_meta, save_checkpoint
+from clef_core.checkpoint import load_weights, read_meta, save_checkpoint, save_predictions
 from clef_core.config import ExperimentConfig
-from clef_core.data import load_split, model_inputs
+from clef_core.data import (
+    balance_activities,
+    even_activity_shares,
+    keep_rows,
+    load_split,
+    model_inputs,
+    shard_files,
+)
 from clef_core.dist import average_gradients, gather_with_grad
 from clef_core.labels import LabelSpace
 from clef_core.model import build_model, tokenizer_for
@@ -82,18 +90,19 @@ def _rows_in(shard_dir: Path, dataset: str, parts: tuple[int, ...] | None) -> in
 
 
 def _class_weights(shard_dir: Path, job: StageJob, space: LabelSpace) -> list[float]:
-    """From the training split's label frequencies (clef_core.weights)."""
-    rows = load_split(
-        shard_dir,
-        job.datasets[0],
-        job.train_parts,
-        labels=space.kind if space.kind == "au" else "expression",
-    )
+    """From the training split's label frequencies (clef_core.weights); the label columns are
+    read straight from the shards (no images, no Ray job: milliseconds)."""
+    import pyarrow.parquet as pq
+
     column = "au" if space.kind == "au" else "expression"
-    values = [r[column] for r in rows.select_columns([column]).take_all()]
+    tables = [
+        pq.read_table(f, columns=["part", column]) for f in shard_files(shard_dir, job.datasets[0])
+    ]
+    rows = keep_rows(pa.concat_tables(tables), job.train_parts, column)
+    values = np.array(rows[column].to_pylist())
     if space.kind == "au":
-        return au_pos_weights(np.array(values)).tolist()
-    return expression_weights(np.array(values), space.n).tolist()
+        return au_pos_weights(values).tolist()
+    return expression_weights(values, space.n).tolist()
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -154,20 +163,26 @@ def train_loop(config: dict[str, Any]) -> None:
         )
         metrics: dict[str, float] = {f"train_{k}": v for k, v in parts.items()}
         metrics["epoch"] = epoch
-        if job.stage == 2 and rank == 0 and space is not None:
+        pred = None
+        last = epoch == stage_cfg.epochs - 1
+        if (
+            job.stage == 2
+            and rank == 0
+            and space is not None
+            and (last or cfg.stage2.eval_every_epoch)
+        ):
+            # The final epoch's held-out metrics are the fold's result (no model selection on
+            # the test part); earlier epochs only for the curves, when asked (a pass each).
             test = ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64)
-            metrics.update(
-                metrics_of(
-                    predict(model, test, tok, space, device, cfg.compute.precision),
-                    space,
-                    cfg.stage2.threshold,
-                )
-            )
+            pred = predict(model, test, tok, space, device, cfg.compute.precision)
+            metrics.update(metrics_of(pred, space, cfg.stage2.threshold))
         tracker.log_metrics(metrics, epoch)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
                 save_checkpoint(Path(tmp), model, cfg, job.stage, step, epoch, space, opt)
+                if pred is not None and last:
+                    save_predictions(Path(tmp) / "predictions.npz", pred)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
 
@@ -184,6 +199,7 @@ def run_stage(
     stage_cfg = cfg.stage1 if job.stage == 1 else cfg.stage2
     size = cfg.model.image_size
     data_cpus = cfg.compute.data_cpus
+    concurrency = cfg.compute.data_concurrency
     loop_config: dict[str, Any] = {
         "experiment": cfg.model_dump(mode="json"),
         "job": asdict(job),
@@ -193,12 +209,21 @@ def run_stage(
     if job.stage == 1:
         activities = activities_of(shard_dir, job.datasets)
         index = {f"{d}/{t}": i for i, (d, t) in enumerate(activities)}
-        sources = [load_split(shard_dir, d, job.train_parts) for d in job.datasets]
+        sources, rows = [], 0
+        for d in job.datasets:
+            split = load_split(shard_dir, d, job.train_parts)
+            keep = even_activity_shares(_manifest(shard_dir, d)["rows_per_task"])
+            if cfg.stage1.balance_activities and keep:
+                split = balance_activities(split, keep)
+            sources.append(split)
+            share = sum(keep.values()) / len(keep) if cfg.stage1.balance_activities and keep else 1
+            rows += int(_rows_in(shard_dir, d, job.train_parts) * share)
         train = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
         datasets = {
-            "train": model_inputs(train, size, 2, cfg.stage1.augment, index, data_cpus, cfg.seed)
+            "train": model_inputs(
+                train, size, 2, cfg.stage1.augment, index, data_cpus, cfg.seed, concurrency
+            )
         }
-        rows = sum(_rows_in(shard_dir, d, job.train_parts) for d in job.datasets)
         loop_config["activities"] = activities
         score, order = "train_loss", "min"
     else:
@@ -208,8 +233,12 @@ def run_stage(
         train = load_split(shard_dir, dataset, job.train_parts, labels)
         test = load_split(shard_dir, dataset, job.test_parts, labels)
         datasets = {
-            "train": model_inputs(train, size, 1, cfg.stage2.augment, None, data_cpus, cfg.seed),
-            "test": model_inputs(test, size, 0, cfg.stage2.augment, None, data_cpus),
+            "train": model_inputs(
+                train, size, 1, cfg.stage2.augment, None, data_cpus, cfg.seed, concurrency
+            ),
+            "test": model_inputs(
+                test, size, 0, cfg.stage2.augment, None, data_cpus, concurrency=concurrency
+            ),
         }
         rows = _rows_in(shard_dir, dataset, job.train_parts)
         loop_config["space"] = [space.kind, list(space.labels)]

@@ -22,6 +22,9 @@ SERVICE_ENV: dict[str, str] = {
     # The temporary Prefect server's 20 s start timeout is missed on a busy 2-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+    # Ray 2.60's new parquet path (ListFiles -> ReadFiles) took 8.5 s per pass over 48 small
+    # shards on 2 cores, the previous one 0.7 s: every epoch starts a pass (bench/train_speed.py).
+    "RAY_DATA_USE_DATASOURCE_V2": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
     "TOKENIZERS_PARALLELISM": "false",
@@ -107,17 +110,29 @@ def install_torchvision_fix() -> None:
         sys.meta_path.insert(0, _TorchvisionFix())
 
 
+def local_cpus() -> int:
+    """Logical CPUs of a local Ray instance."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
 def init_ray(address: str | None) -> bool:
     """Connect to the Ray cluster at `address`, or start a local instance bound to 127.0.0.1.
 
     Returns True when this call started Ray (the caller then shuts it down).
     """
+    import logging
+
     import ray
 
+    # Ray Data logs every operator's progress at INFO in the driver: our own progress
+    # display covers it, and warnings still show.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
-    if address:
+    if address or os.environ.get("RAY_ADDRESS"):  # `ray job submit` sets RAY_ADDRESS
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        # Twice as many logical CPUs as cores: training workers wait on data, and with one
+        # logical CPU per core Ray Data's decode tasks starve behind them (STACK.md).
+        ray.init(num_cpus=local_cpus(), include_dashboard=False, log_to_driver=False)
     return True

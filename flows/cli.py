@@ -14,6 +14,7 @@ from rich.console import Console
 
 from clef_core import __version__
 from clef_core.errors import ClefError
+from flows import cli_train
 
 app = typer.Typer(
     name="clef",
@@ -160,8 +161,9 @@ def demo(
     data_dir: Annotated[
         Path, typer.Option(help="Where data, runs and the MLflow store go.")
     ] = Path("data"),
+    preset: Annotated[str, typer.Option(help="Config preset.")] = "cpu-tiny",
 ) -> None:
-    """The main job on the embedded default: synthetic data (if absent), then the pipeline on it."""
+    """The main job on the embedded default: synthetic data (if absent), then `clef reproduce`."""
     from clef_core.runtime import use_data_dir
 
     root = use_data_dir(data_dir)
@@ -170,23 +172,10 @@ def demo(
         console.print(f"synthetic data already in {synthetic} (delete it to regenerate)")
     else:
         synth(out=synthetic, preset="demo")
-    from flows.preprocess import preprocess_many
-    from preprocessing.pipeline import PreprocessOptions
-    from preprocessing.synth.spec import READER_ROOTS
+    cli_train.reproduce(preset=preset, data_dir=root)
 
-    preprocess_many(
-        [
-            PreprocessOptions(d, synthetic / folder, root / "shards")
-            for d, folder in READER_ROOTS.items()
-            if d != "affectnet7"  # the same files as affectnet8
-        ],
-        None,
-        console,
-    )
-    console.print(
-        f"[bold green]demo done:[/] shards in {root / 'shards'}; training, the Prefect flow and "
-        "the report join this command as they land."
-    )
+
+cli_train.register(app)
 
 
 def main() -> None:

@@ -58,10 +58,12 @@ def shard_dir(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """A local Ray instance on the machine's 2 cores, shut down after the module."""
+    """A local Ray instance as `clef` starts one, shut down after the module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from clef_core.runtime import local_cpus
+
+    ray.init(num_cpus=local_cpus(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

@@ -1,0 +1,62 @@
+"""Evaluate a saved checkpoint on a dataset's parts, on the driver (`clef evaluate`): Ray Data
+decodes the shards in parallel, the model scores them on the given device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from clef_core.checkpoint import label_space_of, load_model
+from clef_core.config import ExperimentConfig
+from clef_core.data import load_split, model_inputs
+from clef_core.errors import ClefError
+from clef_core.model import tokenizer_for
+from clef_core.train import Predictions, metrics_of, predict
+
+
+def evaluate_checkpoint(
+    cfg: ExperimentConfig,
+    checkpoint: Path,
+    dataset: str,
+    parts: tuple[int, ...] | None,
+    device: str = "cpu",
+) -> tuple[Predictions, dict[str, float]]:
+    """Predictions and metrics of a stage-2 checkpoint on `dataset`'s labelled rows in `parts`."""
+    model, meta = load_model(checkpoint, map_location=device)
+    space = label_space_of(meta)
+    if space is None:
+        raise ClefError(f"{checkpoint} is a stage-1 checkpoint: it has no label heads to evaluate")
+    from clef_core.ray_train import label_space_of as shard_space
+
+    if shard_space(cfg.data.shard_dir, dataset) != space:
+        raise ClefError(
+            f"{checkpoint} predicts {space.kind} labels {list(space.labels)}, "
+            f"but the {dataset} shards have {list(shard_space(cfg.data.shard_dir, dataset).labels)}"
+        )
+    model_cfg = model.clip.visual.image_size
+    size = model_cfg[0] if isinstance(model_cfg, tuple) else int(model_cfg)
+    rows = load_split(
+        cfg.data.shard_dir, dataset, parts, "au" if space.kind == "au" else "expression"
+    )
+    batches = model_inputs(rows, size, 0, cfg.stage2.augment, None, cfg.compute.data_cpus)
+    model.to(torch.device(device))
+    pred = predict(
+        model,
+        batches.iter_torch_batches(batch_size=64),
+        tokenizer_for(model_config_of(meta)),
+        space,
+        torch.device(device),
+        cfg.compute.precision,
+    )
+    return pred, metrics_of(pred, space, cfg.stage2.threshold)
+
+
+def model_config_of(meta: dict):  # type: ignore[no-untyped-def]
+    return ExperimentConfig.model_validate(meta["config"]).model
+
+
+def device_or_error(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ClefError(f"--device {device} asked for, but no CUDA device is visible to torch")
+    return device

@@ -1,0 +1,250 @@
+"""`clef pretrain / finetune / evaluate / reproduce / report`: thin commands over flows.train,
+the Prefect flow and clef_core. Each ends with a summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+Preset = Annotated[str, typer.Option(help="Config preset: default, paper, cpu-tiny.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set stage1.epochs=1 (repeatable)."),
+]
+DataDir = Annotated[
+    Path | None, typer.Option(help="Data dir (shards, runs, MLflow store); default ./data.")
+]
+RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster address; default: a local Ray instance.")
+]
+MlflowUri = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI; default: SQLite in the data dir.")
+]
+Fold = Annotated[str, typer.Option(help="Fold number (from 1), or 'all'.")]
+
+
+def _folds(text: str) -> list[int] | None:
+    if text == "all":
+        return None
+    try:
+        return [int(text)]
+    except ValueError:
+        raise typer.BadParameter(f"expected a fold number or 'all', got {text!r}") from None
+
+
+def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str) -> None:  # type: ignore[no-untyped-def]
+    import ray
+
+    from clef_core.runtime import init_ray
+    from flows.train import (
+        close_book,
+        new_reproduction_id,
+        resolve_config,
+        results_table,
+        run_book,
+        run_units_in_order,
+    )
+
+    cfg = resolve_config(preset, sets or [], data_dir, ray_address, mlflow_uri)
+    units = units_of(cfg)
+    book = run_book(cfg, new_reproduction_id())
+    started = init_ray(cfg.compute.ray_address)
+    results: list = []
+    try:
+        results = run_units_in_order(cfg, units, book, console)
+    finally:
+        close_book(book, results, ok=len(results) == len(units))
+        if started:
+            ray.shutdown()
+    console.print(results_table(results, title))
+    console.print(f"MLflow: {book.uri} (browse: mlflow ui --backend-store-uri {book.uri})")
+
+
+def pretrain(
+    dataset: Annotated[str, typer.Option(help="Stage-1 source: bp4d or bp4d_plus.")],
+    fold: Annotated[
+        str, typer.Option(help="Fold (from 1), 'all' folds, or 'none' = every part (FER init).")
+    ] = "all",
+    preset: Preset = "default",
+    sets: Sets = None,
+    data_dir: DataDir = None,
+    ray_address: RayAddress = None,
+    mlflow_uri: MlflowUri = None,
+) -> None:
+    """Stage 1: activity-supervised contrastive pre-training on the fold's training parts."""
+    from clef_core.errors import ClefError
+    from clef_core.protocol import Unit, folds_of
+
+    if dataset not in ("bp4d", "bp4d_plus"):
+        raise ClefError(
+            f"stage 1 pre-trains on bp4d or bp4d_plus (activity labels), got {dataset!r}"
+        )
+
+    def units(cfg):  # type: ignore[no-untyped-def]
+        if fold == "none":
+            return [Unit(1, dataset, None)]
+        return [Unit(1, dataset, k) for k in folds_of(dataset, _folds(fold))]
+
+    _train(units, preset, sets, data_dir, ray_address, mlflow_uri, f"stage 1 on {dataset}")
+
+
+def finetune(
+    dataset: Annotated[
+        str, typer.Option(help="bp4d, bp4d_plus, disfa, rafdb, affectnet7/8, ferplus.")
+    ],
+    fold: Fold = "all",
+    preset: Preset = "default",
+    sets: Sets = None,
+    data_dir: DataDir = None,
+    ray_address: RayAddress = None,
+    mlflow_uri: MlflowUri = None,
+) -> None:
+    """Stage 2 on a dataset's fold(s), with the stage-1 (or BP4D) models it starts from."""
+    from clef_core.protocol import plan
+
+    def units(cfg):  # type: ignore[no-untyped-def]
+        proto = cfg.protocol.model_copy(update={"datasets": [dataset], "folds": _folds(fold)})
+        return plan(cfg.model_copy(update={"protocol": proto}))
+
+    from clef_core.config import DATASETS
+    from clef_core.errors import ClefError
+
+    if dataset not in DATASETS:
+        raise ClefError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    _train(units, preset, sets, data_dir, ray_address, mlflow_uri, f"stage 2 on {dataset}")
+
+
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="Dataset whose shards to evaluate on.")],
+    fold: Annotated[int, typer.Option(help="Fold number (its held-out part is scored).")] = 1,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint folder; default: this config's trained unit of the fold."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the plots go.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    preset: Preset = "default",
+    sets: Sets = None,
+    data_dir: DataDir = None,
+    ray_address: RayAddress = None,
+) -> None:
+    """Score a stage-2 checkpoint on a fold's held-out part: metrics table and plots."""
+    import ray
+    from rich.table import Table
+
+    from clef_core.checkpoint import label_space_of, read_meta
+    from clef_core.errors import ClefError
+    from clef_core.evaluate import device_or_error, evaluate_checkpoint
+    from clef_core.experiment import cached_result, evaluation_artifacts
+    from clef_core.protocol import stage2_unit
+    from clef_core.runtime import init_ray
+    from flows.train import resolve_config
+
+    cfg = resolve_config(preset, sets or [], data_dir, ray_address)
+    unit = stage2_unit(dataset, fold, cfg.stage1.epochs > 0)
+    if checkpoint is None:
+        done = cached_result(cfg, unit)
+        if done is None:
+            raise ClefError(
+                f"{unit.name} has not been trained with this config: run `clef finetune` first or pass --checkpoint"
+            )
+        checkpoint = Path(done.checkpoint)
+    started = init_ray(cfg.compute.ray_address)
+    try:
+        pred, metrics = evaluate_checkpoint(
+            cfg, checkpoint, dataset, unit.test_parts, device_or_error(device)
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    space = label_space_of(read_meta(checkpoint))
+    assert space is not None
+    out = out or cfg.data.data_dir / "evaluations" / unit.name
+    arrays = {"scores": pred.scores, "targets": pred.targets, "features": pred.features}
+    paths = evaluation_artifacts(arrays, space, out, unit.name, cfg.stage2.threshold)
+    table = Table(title=f"{dataset} fold {fold}: {len(pred.targets)} held-out frames")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{100 * v:.1f}")
+    console.print(table)
+    console.print("plots: " + ", ".join(str(p) for p in paths))
+
+
+def reproduce(
+    preset: Preset = "cpu-tiny",
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", help="Protocol to run (repeatable); default: the preset's."),
+    ] = None,
+    folds: Annotated[
+        list[int] | None, typer.Option("--fold", help="Fold number (repeatable).")
+    ] = None,
+    ablations: Annotated[
+        list[str] | None,
+        typer.Option("--ablation", help="Table 6 row: baseline, N, N+D, PI+N+D (repeatable)."),
+    ] = None,
+    roots: Annotated[
+        list[str] | None,
+        typer.Option("--root", help="Real data: NAME=PATH (repeatable); others are synthetic."),
+    ] = None,
+    synthetic: Annotated[
+        bool, typer.Option(help="Use the embedded synthetic data for datasets without --root.")
+    ] = True,
+    sets: Sets = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Data dir (shards, runs, reports, MLflow store).")
+    ] = Path("data"),
+    ray_address: RayAddress = None,
+    mlflow_uri: MlflowUri = None,
+) -> None:
+    """Run the whole `clef` Prefect flow in this process (no server needed), print the report."""
+    from flows.clef_flow import ReproductionParams, clef
+
+    parsed = {}
+    for item in roots or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected --root NAME=PATH, got {item!r}")
+        parsed[name] = Path(path)
+    params = ReproductionParams(
+        preset=preset, overrides=sets or [], datasets=datasets or None, folds=folds or None,
+        ablations=ablations or [], synthetic=synthetic, roots=parsed, data_dir=data_dir,
+        ray_address=ray_address, mlflow_uri=mlflow_uri,
+    )  # fmt: skip
+    _show_report(Path(clef(params)))
+
+
+def _show_report(path: Path) -> None:
+    from rich.markdown import Markdown
+
+    from flows.train import resolve_config, tracking_uri
+
+    console.print(Markdown(path.read_text()))
+    uri = tracking_uri(resolve_config("default", [], path.parents[2]))
+    console.print(f"report: {path} and {path.with_suffix('.html')}")
+    console.print(
+        f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 (http://127.0.0.1:5000)"
+    )
+
+
+def report(
+    data_dir: Annotated[Path, typer.Option(help="Data dir of the reproduction.")] = Path("data"),
+    reproduction: Annotated[
+        str | None, typer.Option(help="Reproduction id; default: the latest.")
+    ] = None,
+) -> None:
+    """Re-render and print the results tables of a reproduction (markdown + HTML)."""
+    from clef_core.report import latest_report, rewrite
+
+    _show_report(rewrite(latest_report(data_dir.resolve() / "reports", reproduction)))
+
+
+def register(app: typer.Typer) -> None:
+    for command in (pretrain, finetune, evaluate, reproduce, report):
+        app.command()(command)

@@ -1,0 +1,115 @@
+"""Entry-point glue for training: resolve the config, connect Ray and MLflow, run protocol
+units with a progress display, print the closing table. `clef pretrain/finetune/evaluate` and
+the Prefect flow call these; the logic lives in clef_core."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from clef_core.config import ExperimentConfig, load_config
+from clef_core.experiment import UnitResult, run_unit
+from clef_core.protocol import Unit
+from clef_core.runtime import use_data_dir
+from clef_core.tracking import RunBook
+
+
+def resolve_config(
+    preset: str,
+    overrides: list[str],
+    data_dir: Path | None = None,
+    ray_address: str | None = None,
+    mlflow_uri: str | None = None,
+) -> ExperimentConfig:
+    """The preset + overrides, with the command line's data dir / Ray / MLflow settings."""
+    extra = list(overrides)
+    if data_dir is not None:
+        extra.append(f"data.data_dir={data_dir}")
+    if ray_address:
+        extra.append(f"compute.ray_address={ray_address}")
+    if mlflow_uri:
+        extra.append(f"tracking.mlflow_uri={mlflow_uri}")
+    cfg = load_config(preset, extra)
+    root = use_data_dir(cfg.data.data_dir)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": root})})
+
+
+def tracking_uri(cfg: ExperimentConfig) -> str:
+    """The configured MLflow URI, else the SQLite store in the data dir."""
+    import os
+
+    return (
+        cfg.tracking.mlflow_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{cfg.data.data_dir / 'mlflow.db'}"
+    )
+
+
+def new_reproduction_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
+def run_book(cfg: ExperimentConfig, reproduction: str) -> RunBook:
+    book = RunBook(tracking_uri(cfg), cfg.tracking.experiment_prefix, reproduction)
+    book.params = cfg.flat()
+    return book
+
+
+def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> None:
+    """Each parent gets the mean over folds of its stage-2 results, then ends."""
+    from clef_core.experiment import summarize
+
+    for dataset, run_id in book.parents().items():
+        mine = [r for r in results if r.stage == 2 and r.dataset == dataset]
+        if mine:
+            book.tracker(run_id).log_metrics(summarize(mine), step=0)
+    book.close(ok)
+
+
+def run_units_in_order(
+    cfg: ExperimentConfig, units: list[Unit], book: RunBook, console: Console
+) -> list[UnitResult]:
+    """Run units one after another (dependencies first, as `protocol.plan` orders them)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    done: dict[Unit, UnitResult] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("training", total=len(units))
+        for unit in units:
+            progress.update(bar, description=f"training {unit.name}")
+            done[unit] = run_unit(cfg, unit, book, done.get(unit.init) if unit.init else None)
+            progress.advance(bar)
+    return list(done.values())
+
+
+def results_table(results: list[UnitResult], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("unit", "result", "loss", "time", "cached", "checkpoint"):
+        table.add_column(col)
+    for r in results:
+        if "f1_mean" in r.metrics:
+            score = f"F1 {100 * r.metrics['f1_mean']:.1f}"
+        elif "accuracy" in r.metrics:
+            score = f"acc {100 * r.metrics['accuracy']:.1f}"
+        else:
+            score = "-"
+        loss = r.metrics.get("train_loss")
+        table.add_row(
+            r.unit,
+            score,
+            f"{loss:.3f}" if loss is not None else "-",
+            f"{r.seconds:.0f} s",
+            "yes" if r.cached else "",
+            str(Path(r.checkpoint).relative_to(Path(r.checkpoint).parents[2])),
+        )
+    return table

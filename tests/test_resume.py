@@ -1,0 +1,74 @@
+"""Failure semantics of Ray Train runs: a training worker process killed mid-run (SIGKILL,
+after the first epoch's checkpoint) is restarted by Ray Train, every worker resumes from the
+last reported checkpoint, and the run ends with the right epoch and step counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from clef_core.checkpoint import read_meta
+from clef_core.config import load_config
+from clef_core.ray_train import StageJob, StageResult, run_stage
+
+pytestmark = pytest.mark.slow
+
+EPOCHS, STEPS = 3, 12
+
+
+def _train_workers() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::RayTrainWorker"):
+            found.append(p)
+    return found
+
+
+def test_killed_worker_resumes_from_last_checkpoint(
+    shard_dir: Path, tmp_path: Path, local_ray: None
+) -> None:
+    cfg = load_config(
+        "cpu-tiny",
+        [
+            f"data.data_dir={shard_dir.parent}",
+            f"stage1.epochs={EPOCHS}",
+            f"stage1.steps_per_epoch={STEPS}",
+            "stage1.batch_size=8",
+            "compute.max_failures=2",
+        ],
+    )
+    storage = tmp_path / "ray"
+    out: dict[str, StageResult | BaseException] = {}
+
+    def fit() -> None:
+        try:
+            out["result"] = run_stage(cfg, StageJob(1, ("bp4d",), (1, 2), name="kill"), storage)
+        except BaseException as err:
+            out["result"] = err
+
+    thread = threading.Thread(target=fit)
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not list(storage.glob("kill/checkpoint_*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(storage.glob("kill/checkpoint_*")), "no checkpoint was reported in time"
+    victims = _train_workers()
+    assert victims, "no Ray Train worker process found"
+    victim = victims[0].pid
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=420)
+    assert not thread.is_alive()
+    result = out["result"]
+    assert isinstance(result, StageResult), f"the run did not survive the kill: {result!r}"
+    meta = read_meta(result.checkpoint)
+    assert meta["epoch"] == EPOCHS - 1
+    assert meta["step"] == EPOCHS * STEPS  # resumed at the right step, none repeated or lost
+    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
+    assert result.metrics["epoch"] == EPOCHS - 1
