@@ -127,7 +127,7 @@ def model_inputs(
         batch_format="numpy",
         batch_size=64,
         num_cpus=num_cpus,
-        concurrency=concurrency,
+        compute=ray.data.TaskPoolStrategy(size=concurrency),
         fn_kwargs={
             "size": size,
             "views": views,

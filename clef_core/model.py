@@ -109,6 +109,7 @@ class ClefModel(nn.Module):
         with torch.no_grad():
             self.clip.logit_scale.fill_(math.log(logit_scale_init))
         self.head: nn.Linear | None = None
+        self.config: ModelConfig | None = None  # what it was built from (for the tokenizer)
 
     @property
     def embed_dim(self) -> int:
@@ -134,4 +135,6 @@ def build_model(
     clip = build_clip(cfg)
     if cfg.init_weights is not None:
         load_initial_weights(clip, cfg.init_weights)
-    return ClefModel(clip, logit_scale_init, logit_scale_max)
+    model = ClefModel(clip, logit_scale_init, logit_scale_max)
+    model.config = cfg
+    return model

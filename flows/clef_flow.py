@@ -37,7 +37,9 @@ class ReproductionParams(BaseModel):
     ablations: list[str] = []  # Table 6 rows besides the full method: baseline, N, N+D, PI+N+D
     synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
     roots: dict[str, Path] = {}  # real dataset roots by name; win over the synthetic ones
-    data_dir: Path = Path("data")  # shards, runs, reports, the MLflow store
+    data_dir: Path | None = (
+        None  # shards, runs, reports, MLflow store; None = $CLEF_DATA_DIR or ./data
+    )
     ray_address: str | None = None  # None = a local Ray instance
     mlflow_uri: str | None = None  # None = SQLite in the data dir
     synthetic_preset: str = Field("demo", pattern="^(test|demo)$")  # size of generated data
@@ -121,6 +123,7 @@ def write_report(
 
 def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
     """The full method's config, and one per ablation row asked for."""
+    from clef_core.runtime import default_data_dir
     from flows.train import resolve_config
 
     extra = list(params.overrides)
@@ -132,8 +135,9 @@ def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
     for name in ["PA+PI+N+D", *params.ablations]:
         sets = [*ablation_overrides(name), *extra]
         out[name] = resolve_config(
-            params.preset, sets, params.data_dir, params.ray_address, params.mlflow_uri
-        )
+            params.preset, sets, params.data_dir or default_data_dir(), params.ray_address,
+            params.mlflow_uri,
+        )  # fmt: skip
     return out
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from clef_core import __version__
 from clef_core.errors import ClefError
-from flows import cli_train
+from flows import cli_predict, cli_train
 
 app = typer.Typer(
     name="clef",
@@ -175,7 +175,55 @@ def demo(
     cli_train.reproduce(preset=preset, data_dir=root)
 
 
+stack_app = typer.Typer(
+    help="Local services: Prefect, MLflow, Ray head, deployments.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+StackDir = Annotated[Path, typer.Option(help="Data dir the services keep their state in.")]
+
+
+@stack_app.command("up")
+def stack_up(data_dir: StackDir = Path("data")) -> None:
+    """Start Prefect, MLflow, a Ray head and the deployment server on 127.0.0.1."""
+    from flows.stack import up
+
+    for s in up(data_dir):
+        console.print(f"[green]up[/] {s.name:12s} {s.url}  (pid {s.pid}, log {s.log})")
+    console.print(
+        "run: prefect deployment run clef/smoke  (PREFECT_API_URL=http://127.0.0.1:4200/api)"
+    )
+
+
+@stack_app.command("status")
+def stack_status(data_dir: StackDir = Path("data")) -> None:
+    """Show each service of the stack: process alive, answering, URL."""
+    from flows.stack import status
+
+    rows = status(data_dir)
+    if not rows:
+        console.print(f"no stack running for {data_dir.resolve()}")
+    for s, alive, answering in rows:
+        state = (
+            "[green]up[/]"
+            if alive and answering
+            else "[red]down[/]"
+            if not alive
+            else "[yellow]starting[/]"
+        )
+        console.print(f"{state} {s.name:12s} {s.url}  (pid {s.pid})")
+
+
+@stack_app.command("down")
+def stack_down(data_dir: StackDir = Path("data")) -> None:
+    """Stop the services `clef stack up` started (by PID; nothing else)."""
+    from flows.stack import down
+
+    stopped = down(data_dir)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
 cli_train.register(app)
+cli_predict.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,93 @@
+"""`clef predict`: per-frame AU / expression tables (and plots) for videos, images, folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files, image files and folders.")],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            help="Checkpoint folder, models:/NAME/VERSION, runs:/ID/model or a registered name (repeatable: AU + FER)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Where the per-input CSV/Parquet tables go.")] = Path(
+        "predictions"
+    ),
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Faces scored per batch.")] = 32,
+    every: Annotated[int, typer.Option(min=1, help="Predict every N-th frame.")] = 1,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option("--labels", help="Free-text label scored zero-shot (repeatable)."),
+    ] = None,
+    plot: Annotated[
+        bool, typer.Option(help="A PNG per input: AU probabilities over time, expressions.")
+    ] = False,
+    mlflow_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI for models:/ and names.")
+    ] = None,
+) -> None:
+    """Per-frame AUs and expressions for your videos and images, with a CLEF model."""
+    import sys
+
+    from rich.table import Table
+
+    from clef_core.evaluate import device_or_error
+    from clef_core.predict import Predictor
+    from clef_core.runtime import default_data_dir
+    from flows.predict import expand, plot_item, predict_item
+
+    uri = mlflow_uri or _default_tracking_uri(default_data_dir())
+    predictor = Predictor.from_uri(model, device_or_error(device), batch_size, labels or None, uri)
+    items, problems = expand(inputs)
+    for message in problems:
+        console.print(f"[red]skipped:[/] {message}", highlight=False, soft_wrap=True)
+    table = Table(title=f"clef predict -> {out}")
+    for col in ("input", "frames", "faces", "s", "frames/s", "table", "note"):
+        table.add_column(col)
+    done = 0
+    for name, files in items:
+        with console.status(f"{name}..."):
+            r = predict_item(predictor, name, files, out, every)
+        if r.rows and plot:
+            plot_item(r, predictor, out / f"{name}.png")
+        done += bool(r.rows)
+        rate = r.frames / r.seconds if r.seconds else 0.0
+        note = r.error or ("no frame could be read" if not r.rows else "")
+        console.print(
+            f"{name}: {r.frames} frames, {r.faces} faces, {r.seconds:.1f} s, {rate:.0f} frames/s"
+            + (f" [yellow]({note})[/]" if note else ""),
+            highlight=False,
+        )
+        table.add_row(
+            name,
+            str(r.frames),
+            str(r.faces),
+            f"{r.seconds:.1f}",
+            f"{rate:.0f}",
+            str(r.table or "-"),
+            note,
+        )
+    console.print(table)
+    if done == 0:  # non-zero only when nothing at all could be processed
+        console.print("[red]error:[/] no input could be processed")
+        sys.exit(1)
+
+
+def _default_tracking_uri(data_dir: Path) -> str:
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(predict)

@@ -1,0 +1,53 @@
+"""Serve the `clef` flow's deployments: `clef/full-reproduction` (every protocol, the paper's
+settings; point `roots` at your datasets) and `clef/smoke` (BP4D fold 1 on the synthetic data,
+`cpu-tiny`, a few steps: minutes on 2 cores). `clef stack up` runs this; by hand:
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
+
+then `prefect deployment run clef/smoke` (or `clef/full-reproduction --param ...`).
+The same two deployments are declared in infra/prefect/prefect.yaml for `prefect deploy`.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.clef_flow import ReproductionParams, clef
+
+# What `clef/smoke` runs: small enough for CI, every stage of the DAG still on the path.
+SMOKE = ReproductionParams(
+    preset="cpu-tiny",
+    datasets=["bp4d"],
+    folds=[1],
+    synthetic_preset="test",
+    overrides=[
+        "stage1.epochs=1",
+        "stage1.steps_per_epoch=4",
+        "stage2.epochs=1",
+        "stage2.steps_per_epoch=4",
+        "stage1.batch_size=16",
+        "stage2.batch_size=16",
+    ],
+)
+FULL = ReproductionParams(preset="paper", synthetic=False)
+
+
+def deployments() -> list:
+    return [
+        clef.to_deployment(
+            name="full-reproduction",
+            parameters={"params": FULL.model_dump(mode="json")},
+            description="Every protocol of the paper (Tables 2-6) on your datasets: set params.roots.",
+            tags=["clef"],
+        ),
+        clef.to_deployment(
+            name="smoke",
+            parameters={"params": SMOKE.model_dump(mode="json")},
+            description="BP4D fold 1 on the embedded synthetic data, cpu-tiny, a few steps.",
+            tags=["clef", "smoke"],
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    serve(*deployments(), limit=1)

@@ -1,0 +1,205 @@
+"""`clef stack up | status | down`: the local services for the real commands, on 127.0.0.1.
+
+- a Prefect server (SQLite under the data dir),
+- an MLflow server with its UI (SQLite store + artifacts under the data dir),
+- a Ray head (dashboard and job API on 127.0.0.1:8265),
+- a process serving the `clef/full-reproduction` and `clef/smoke` deployments, wired to the
+  three above.
+Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json`, and `down` stops
+exactly those process groups (never `ray stop`, which would stop every Ray on the machine).
+The serving process is stopped first, with SIGINT: it ignores SIGTERM once its server is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from clef_core.errors import ClefError
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    prefect: int = 4200
+    mlflow: int = 5000
+    ray: int = 6380
+    ray_dashboard: int = 8265
+    ray_client: int = 10001
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    health: str  # URL that answers 200 when the service is up
+    log: str
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _start(
+    name: str, cmd: list[str], env: dict[str, str], url: str, health: str, folder: Path
+) -> Service:
+    log = folder / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=folder,
+        )  # fmt: skip
+    return Service(name, proc.pid, url, health, str(log))
+
+
+def _wait(service: Service, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _healthy(service.health):
+            return
+        if not _alive(service.pid):
+            raise ClefError(f"{service.name} exited during start-up; see {service.log}")
+        time.sleep(0.5)
+    raise ClefError(
+        f"{service.name} did not answer at {service.health} within {timeout:.0f} s; see {service.log}"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child (our own, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def state_file(data_dir: Path) -> Path:
+    return data_dir / "stack" / "stack.json"
+
+
+def read_state(data_dir: Path) -> list[Service]:
+    path = state_file(data_dir)
+    if not path.is_file():
+        return []
+    return [Service(**s) for s in json.loads(path.read_text())["services"]]
+
+
+def service_env(data_dir: Path, ports: Ports) -> dict[str, str]:
+    """What the flows run with: the stack's Prefect API, MLflow server and Ray head."""
+    return {
+        "PREFECT_API_URL": f"http://{HOST}:{ports.prefect}/api",
+        "PREFECT_HOME": str(data_dir / "prefect"),
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{ports.mlflow}",
+        "RAY_ADDRESS": f"{HOST}:{ports.ray}",
+        "CLEF_DATA_DIR": str(data_dir),
+    }
+
+
+def up(data_dir: Path, ports: Ports = Ports(), timeout: float = 180) -> list[Service]:
+    """Start the four services (refuses if a stack of this data dir is running)."""
+    data_dir = data_dir.resolve()
+    running = [s for s in read_state(data_dir) if _alive(s.pid)]
+    if running:
+        raise ClefError(
+            f"a stack is already running for {data_dir} ({', '.join(s.name for s in running)}): `clef stack down` first"
+        )
+    folder = data_dir / "stack"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = {**os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
+    base.pop("PREFECT_API_URL", None)
+    services = [
+        _start("prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
+               base, f"http://{HOST}:{ports.prefect}", f"http://{HOST}:{ports.prefect}/api/health", folder),
+        _start("mlflow", [_bin("mlflow"), "server", "--host", HOST, "--port", str(ports.mlflow),
+                          "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow-server.db'}",
+                          "--artifacts-destination", str(data_dir / "mlflow-artifacts")],
+               base, f"http://{HOST}:{ports.mlflow}", f"http://{HOST}:{ports.mlflow}/health", folder),
+        _start("ray", [_bin("ray"), "start", "--head", "--block", "--node-ip-address", HOST,
+                       "--port", str(ports.ray), "--dashboard-host", HOST,
+                       "--dashboard-port", str(ports.ray_dashboard),
+                       "--ray-client-server-port", str(ports.ray_client),
+                       "--num-cpus", str(max(4, 2 * (os.cpu_count() or 1))),
+                       "--temp-dir", str(Path("/tmp") / f"ray-clef-{os.getuid()}")],
+               base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder),
+    ]  # fmt: skip
+    _save(data_dir, services)
+    for s in services:
+        _wait(s, timeout)
+    serve_env = {**base, **service_env(data_dir, ports)}
+    serve = _start("deployments", [sys.executable, "-m", "flows.serve"], serve_env,
+                   f"http://{HOST}:{ports.prefect}/deployments",
+                   f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
+    services.append(serve)
+    _save(data_dir, services)
+    _wait_for_deployments(ports, serve, timeout)
+    return services
+
+
+def _wait_for_deployments(ports: Ports, serve: Service, timeout: float) -> None:
+    url = f"http://{HOST}:{ports.prefect}/api/deployments/name/clef/smoke"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _healthy(url):
+            return
+        if not _alive(serve.pid):
+            raise ClefError(f"the deployment server exited; see {serve.log}")
+        time.sleep(1)
+    raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
+
+
+def _save(data_dir: Path, services: list[Service]) -> None:
+    state_file(data_dir).write_text(
+        json.dumps({"services": [asdict(s) for s in services]}, indent=1)
+    )
+
+
+def down(data_dir: Path, timeout: float = 30) -> list[str]:
+    """Stop what `up` started, the deployment server first; returns the names stopped."""
+    data_dir = data_dir.resolve()
+    services = read_state(data_dir)
+    order = sorted(services, key=lambda s: s.name != "deployments")
+    stopped = []
+    for s in order:
+        if not _alive(s.pid):
+            continue
+        first = signal.SIGINT if s.name in ("deployments", "ray") else signal.SIGTERM
+        _signal_group(s.pid, first)
+        deadline = time.monotonic() + timeout
+        while _alive(s.pid) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        _signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
+        stopped.append(s.name)
+    if state_file(data_dir).exists():
+        state_file(data_dir).unlink()
+    return stopped
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(OSError):  # each service leads its own session: children go too
+        os.killpg(pid, sig)
+
+
+def status(data_dir: Path) -> list[tuple[Service, bool, bool]]:
+    """(service, process alive, answering) for each service of the stack."""
+    return [(s, _alive(s.pid), _healthy(s.health)) for s in read_state(data_dir.resolve())]
