@@ -50,6 +50,10 @@ def resolve_model_dir(uri: str, tracking_uri: str | None, cache: Path) -> Path:
     path = Path(uri).expanduser()
     if path.is_dir():
         return path
+    if "/" in uri and not uri.startswith(("models:/", "runs:/")):  # a path, not a model name
+        raise ClefError(
+            f"model {uri!r}: no such checkpoint folder (expected model.pt and meta.json in it)"
+        )
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)

@@ -38,8 +38,13 @@ def default_data_dir() -> Path:
 
 def configure_environment() -> None:
     """Set the service environment (cheap; runs at package import)."""
+    import logging
+
     for key, value in SERVICE_ENV.items():
         os.environ.setdefault(key, value)
+    # MLflow announces creating and migrating a SQLite store at INFO on every new store.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def use_data_dir(data_dir: Path) -> Path:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from clef_core.config import ExperimentConfig, ablation_overrides
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit, datasets_of, plan
+from clef_core.report import MAIN
 from clef_core.tracking import RunBook
 
 
@@ -109,12 +110,10 @@ def write_report(
 ) -> Path:  # fmt: skip
     """The results tables beside the paper's, as markdown + HTML, logged to every parent run."""
     from clef_core.report import write_report as write
+    from flows.train import close_book
 
-    synthetic = params.synthetic and not params.roots
-    path = write(runs, out, synthetic=synthetic)
+    path = write(runs, out, synthetic=params.synthetic and not params.roots)
     for name, book in books.items():
-        from flows.train import close_book
-
         for run_id in book.parents().values():
             book.tracker(run_id).log_artifact(path.parent, "report")
         close_book(book, runs[name])
@@ -132,7 +131,7 @@ def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
     if params.folds is not None:
         extra.append(f"protocol.folds={params.folds}")
     out = {}
-    for name in ["PA+PI+N+D", *params.ablations]:
+    for name in [MAIN, *params.ablations]:
         sets = [*ablation_overrides(name), *extra]
         out[name] = resolve_config(
             params.preset, sets, params.data_dir or default_data_dir(), params.ray_address,
@@ -151,7 +150,7 @@ def clef(params: ReproductionParams = ReproductionParams()) -> str:
     from preprocessing.synth.spec import READER_ROOTS
 
     cfgs = configs(params)
-    main = cfgs["PA+PI+N+D"]
+    main = cfgs[MAIN]
     reproduction = new_reproduction_id()
     started = init_ray(main.compute.ray_address)
     try:
@@ -174,7 +173,7 @@ def clef(params: ReproductionParams = ReproductionParams()) -> str:
         futures: dict[str, dict[Unit, PrefectFuture]] = {}
         for name, units in plans.items():
             books[name] = run_book(
-                cfgs[name], f"{reproduction}-{name}" if name != "PA+PI+N+D" else reproduction
+                cfgs[name], reproduction if name == MAIN else f"{reproduction}-{name}"
             )
             mine: dict[Unit, PrefectFuture] = {}
             for unit in units:
@@ -183,7 +182,12 @@ def clef(params: ReproductionParams = ReproductionParams()) -> str:
                     cfgs[name], unit, books[name], init, wait_for=[shards[unit.dataset]]
                 )
             futures[name] = mine
-        runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
+        try:
+            runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
+        except BaseException:
+            for book in books.values():  # parents end FAILED, not RUNNING forever
+                book.close(ok=False)
+            raise
         out = main.data.data_dir / "reports" / reproduction
         report = write_report(runs, books, params, out)
     finally:

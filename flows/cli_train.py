@@ -40,6 +40,7 @@ def _folds(text: str) -> list[int] | None:
 def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str) -> None:  # type: ignore[no-untyped-def]
     import ray
 
+    from clef_core.experiment import key_of
     from clef_core.runtime import init_ray
     from flows.train import (
         close_book,
@@ -52,6 +53,8 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
 
     cfg = resolve_config(preset, sets or [], data_dir, ray_address, mlflow_uri)
     units = units_of(cfg)
+    for unit in units:  # every input there (shards of each dataset) before Ray starts
+        key_of(cfg, unit)
     book = run_book(cfg, new_reproduction_id())
     started = init_ray(cfg.compute.ray_address)
     results: list = []
@@ -105,17 +108,17 @@ def finetune(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Stage 2 on a dataset's fold(s), with the stage-1 (or BP4D) models it starts from."""
+    from clef_core.config import DATASETS
+    from clef_core.errors import ClefError
     from clef_core.protocol import plan
+
+    if dataset not in DATASETS:
+        raise ClefError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
 
     def units(cfg):  # type: ignore[no-untyped-def]
         proto = cfg.protocol.model_copy(update={"datasets": [dataset], "folds": _folds(fold)})
         return plan(cfg.model_copy(update={"protocol": proto}))
 
-    from clef_core.config import DATASETS
-    from clef_core.errors import ClefError
-
-    if dataset not in DATASETS:
-        raise ClefError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     _train(units, preset, sets, data_dir, ray_address, mlflow_uri, f"stage 2 on {dataset}")
 
 

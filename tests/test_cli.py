@@ -18,7 +18,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_subcommands() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in ("version", "config"):
+    for command in ("version", "config", "synth", "preprocess", "pretrain", "finetune",
+                    "evaluate", "reproduce", "report", "predict", "stack", "demo"):  # fmt: skip
         assert command in out.stdout
 
 
@@ -42,3 +43,30 @@ def test_unknown_preset_is_one_line_and_nonzero() -> None:
     assert len(lines) == 1, out.stderr
     assert "known presets: cpu-tiny, default, paper" in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def _one_line_error(out: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_training_commands_reject_bad_input_in_one_line(tmp_path: Path) -> None:
+    _one_line_error(
+        run("finetune", "--dataset", "nosuch", "--data-dir", str(tmp_path)), "unknown dataset"
+    )
+    _one_line_error(
+        run("pretrain", "--dataset", "rafdb", "--data-dir", str(tmp_path)),
+        "stage 1 pre-trains on bp4d or bp4d_plus",
+    )
+    _one_line_error(
+        run("finetune", "--dataset", "bp4d", "--fold", "1", "--preset", "cpu-tiny",
+            "--data-dir", str(tmp_path)),
+        "run `clef preprocess --dataset bp4d` first",
+    )  # fmt: skip
+    _one_line_error(run("report", "--data-dir", str(tmp_path)), "no report in")
+    _one_line_error(
+        run("predict", str(tmp_path), "--model", str(tmp_path / "none")),
+        "no such checkpoint folder",
+    )

@@ -1,6 +1,6 @@
 """Failure semantics of Ray Train runs: a training worker process killed mid-run (SIGKILL,
 after the first epoch's checkpoint) is restarted by Ray Train, every worker resumes from the
-last reported checkpoint, and the run ends with the right epoch and step counts."""
+last reported checkpoint, and the run ends with the right epoch and step counts (2 epochs of 8 steps here)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from clef_core.checkpoint import read_meta
@@ -19,16 +18,28 @@ from clef_core.ray_train import StageJob, StageResult, run_stage
 
 pytestmark = pytest.mark.slow
 
-EPOCHS, STEPS = 3, 12
+EPOCHS, STEPS = 2, 8
 
 
-def _train_workers() -> list[psutil.Process]:
+def _train_workers() -> list[int]:
+    """PIDs of Ray Train worker processes (their title is `ray::RayTrainWorker...`)."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::RayTrainWorker"):
-            found.append(p)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmd.startswith("ray::RayTrainWorker"):
+                found.append(int(entry.name))
     return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
 
 
 def test_killed_worker_resumes_from_last_checkpoint(
@@ -61,14 +72,14 @@ def test_killed_worker_resumes_from_last_checkpoint(
     assert list(storage.glob("kill/checkpoint_*")), "no checkpoint was reported in time"
     victims = _train_workers()
     assert victims, "no Ray Train worker process found"
-    victim = victims[0].pid
+    victim = victims[0]
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=420)
     assert not thread.is_alive()
     result = out["result"]
     assert isinstance(result, StageResult), f"the run did not survive the kill: {result!r}"
     meta = read_meta(result.checkpoint)
-    assert meta["epoch"] == EPOCHS - 1
+    assert meta["epoch"] == EPOCHS - 1  # the killed run resumed after epoch 0
     assert meta["step"] == EPOCHS * STEPS  # resumed at the right step, none repeated or lost
-    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
+    assert _gone(victim)
     assert result.metrics["epoch"] == EPOCHS - 1
