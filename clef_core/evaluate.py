@@ -29,31 +29,28 @@ def evaluate_checkpoint(
         raise ClefError(f"{checkpoint} is a stage-1 checkpoint: it has no label heads to evaluate")
     from clef_core.ray_train import label_space_of as shard_space
 
-    if shard_space(cfg.data.shard_dir, dataset) != space:
+    shards = shard_space(cfg.data.shard_dir, dataset)
+    if shards != space:
         raise ClefError(
             f"{checkpoint} predicts {space.kind} labels {list(space.labels)}, "
-            f"but the {dataset} shards have {list(shard_space(cfg.data.shard_dir, dataset).labels)}"
+            f"but the {dataset} shards have {list(shards.labels)}"
         )
-    model_cfg = model.clip.visual.image_size
-    size = model_cfg[0] if isinstance(model_cfg, tuple) else int(model_cfg)
     rows = load_split(
         cfg.data.shard_dir, dataset, parts, "au" if space.kind == "au" else "expression"
     )
-    batches = model_inputs(rows, size, 0, cfg.stage2.augment, None, cfg.compute.data_cpus)
+    batches = model_inputs(
+        rows, model.image_size, 0, cfg.stage2.augment, None, cfg.compute.data_cpus
+    )
     model.to(torch.device(device))
     pred = predict(
         model,
         batches.iter_torch_batches(batch_size=64),
-        tokenizer_for(model_config_of(meta)),
+        tokenizer_for(model.config),
         space,
         torch.device(device),
         cfg.compute.precision,
     )
     return pred, metrics_of(pred, space, cfg.stage2.threshold)
-
-
-def model_config_of(meta: dict):  # type: ignore[no-untyped-def]
-    return ExperimentConfig.model_validate(meta["config"]).model
 
 
 def device_or_error(device: str) -> str:

@@ -101,15 +101,25 @@ class ClefModel(nn.Module):
     """CLIP encoders + CLEF's learnable 1/tau (clamped like CLIP) + an optional linear head."""
 
     def __init__(
-        self, clip: nn.Module, logit_scale_init: float = 1 / 0.07, logit_scale_max: float = 100.0
+        self,
+        clip: nn.Module,
+        config: ModelConfig,
+        logit_scale_init: float = 1 / 0.07,
+        logit_scale_max: float = 100.0,
     ):
         super().__init__()
         self.clip = clip
+        self.config = config  # what it was built from (its tokenizer follows it)
         self.logit_scale_max = logit_scale_max
         with torch.no_grad():
             self.clip.logit_scale.fill_(math.log(logit_scale_init))
         self.head: nn.Linear | None = None
-        self.config: ModelConfig | None = None  # what it was built from (for the tokenizer)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input the image tower expects."""
+        size = self.clip.visual.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
 
     @property
     def embed_dim(self) -> int:
@@ -135,6 +145,4 @@ def build_model(
     clip = build_clip(cfg)
     if cfg.init_weights is not None:
         load_initial_weights(clip, cfg.init_weights)
-    model = ClefModel(clip, logit_scale_init, logit_scale_max)
-    model.config = cfg
-    return model
+    return ClefModel(clip, cfg, logit_scale_init, logit_scale_max)

@@ -90,12 +90,12 @@ class Predictor:
         self.heads = heads
         self.device = device
         self.batch_size = batch_size
-        self.image_size = _input_size(heads[0].model)
+        self.image_size = heads[0].model.image_size
         self.zero_shot: torch.Tensor | None = None
         self.labels = labels or []
         if self.labels:  # free text, scored by the first model's text tower
             h = heads[0]
-            tok = tokenizer_for(_model_cfg(h.model))
+            tok = tokenizer_for(h.model.config)
             with torch.no_grad():
                 self.zero_shot = h.model.encode_text(
                     tokens(tok, name_prompts(tuple(self.labels)), device)
@@ -116,7 +116,7 @@ class Predictor:
             model.to(dev).eval()
             text = None
             if model.head is None:
-                tok = tokenizer_for(_model_cfg(model))
+                tok = tokenizer_for(model.config)
                 with torch.no_grad():
                     text = model.encode_text(tokens(tok, name_prompts(space.labels), dev))
             threshold = float(meta["config"]["stage2"]["threshold"])
@@ -212,16 +212,6 @@ class Predictor:
                 yield FrameResult(False, 0.0, (0.0, 0.0, 0.0, 0.0), {})
             else:
                 yield FrameResult(True, d.score, d.box, next(scored))
-
-
-def _input_size(model: ClefModel) -> int:
-    size = model.clip.visual.image_size
-    return int(size[0] if isinstance(size, tuple | list) else size)
-
-
-def _model_cfg(model: ClefModel):  # type: ignore[no-untyped-def]
-    """The ModelConfig a loaded model was built from (kept by `load_model`)."""
-    return model.config
 
 
 def _slug(text: str) -> str:
