@@ -28,10 +28,15 @@ import json, resource, sys, time
 from pathlib import Path
 from preprocessing.pipeline import PreprocessOptions, plan, process_sequence
 opts = PreprocessOptions("disfa", Path(sys.argv[1]), Path(sys.argv[2]), force=True)
-seq = plan(opts)[0][0]
-start = time.perf_counter()
-result = process_sequence(opts, seq)
-print(json.dumps({"frames": result.frames, "faces": result.faces, "seconds": time.perf_counter() - start,
+sequences = plan(opts)[0]
+process_sequence(opts, sequences[0])  # warm-up: imports, as a Ray worker has done them
+best = float("inf")
+for _ in range(3):  # best of 3: this machine is a shared VM
+    start = time.process_time()  # CPU seconds of all threads: the per-core cost
+    results = [process_sequence(opts, seq) for seq in sequences]
+    best = min(best, time.process_time() - start)
+print(json.dumps({"frames": sum(r.frames for r in results), "faces": sum(r.faces for r in results),
+                  "seconds": best,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -53,9 +58,14 @@ def synth_disfa(out: Path, frames: int) -> Path:
 
 
 def decode_rate(video: Path, backend: str) -> float:
-    start = time.perf_counter()
-    n = sum(1 for _ in iter_video(video, backend))  # type: ignore[arg-type]
-    return n / (time.perf_counter() - start)
+    """Frames per CPU-second (best of 3): decord decodes on more than one thread, so wall-clock
+    frames/s would flatter it; per core is what a cluster of single-core tasks gets."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        n = sum(1 for _ in iter_video(video, backend))  # type: ignore[arg-type]
+        best = min(best, time.process_time() - start)
+    return n / best
 
 
 def pipeline(root: Path, shards: Path) -> dict:
@@ -87,9 +97,10 @@ def main() -> None:
     fastest = max(rates, key=rates.__getitem__)
     rate = one["frames"] / one["seconds"]
     for backend, r in rates.items():
-        print(f"decode only, {backend:<7}, 1 thread      : {r:7.0f} frames/s")
+        print(f"decode only, {backend:<7}               : {r:7.0f} frames per CPU-second")
     print(
-        f"whole pipeline, 1 core              : {rate:7.0f} frames/s ({100 * rate / rates[fastest]:.0f}% of {fastest})"
+        f"whole pipeline                      : {rate:7.0f} frames per CPU-second "
+        f"({100 * rate / rates[fastest]:.0f}% of {fastest})"
     )
     print(f"faces found                         : {100 * one['faces'] / one['frames']:6.1f} %")
     print(f"peak RSS, {args.frames} frames            : {one['peak_rss_mb']:7.0f} MB")

@@ -163,20 +163,26 @@ class Predictor:
                     r.update({n: float(v) for n, v in zip(names, row, strict=True)})
         return rows
 
-    def predict_frames(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
-        """One result per BGR frame, in order; faces found in a thread, scored in batches."""
-        from preprocessing.align import eye_transform, warp
-        from preprocessing.detect import FaceDetector
+    def predict_frames(
+        self, frames: Iterable[np.ndarray], stride: int | None = 1
+    ) -> Iterator[FrameResult]:
+        """One result per BGR frame, in order; faces found in a thread, scored in batches.
 
-        detector = FaceDetector()
+        `stride`: frames of one video taken every `stride` source frames, so faces are tracked
+        between keyframes as in preprocessing (closer keyframes when the stride is larger);
+        None: unrelated images, each searched on its own."""
+        from preprocessing.align import eye_transform, warp
+        from preprocessing.detect import DetectorConfig, FaceTracker
+
+        every = DetectorConfig().detect_every // stride if stride else 1
+        tracker = FaceTracker(DetectorConfig(detect_every=max(1, every)), stride is not None)
         size = 224  # as the shards were aligned (preprocessing default), then resized
         found_q: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         errors: list[BaseException] = []
 
         def produce() -> None:
             try:
-                for frame in frames:
-                    d = detector.detect(frame)
+                for frame, d in tracker.track((f, f) for f in frames):
                     crop = (
                         None
                         if d is None

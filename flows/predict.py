@@ -100,7 +100,9 @@ def predict_item(
     start = time.perf_counter()
     columns = predictor.columns()
     try:
-        for i, r in enumerate(predictor.predict_frames(_frames(files, every, meta))):
+        video = len(files) == 1 and files[0].suffix.lower() in VIDEO_EXT
+        frames = predictor.predict_frames(_frames(files, every, meta), every if video else None)
+        for i, r in enumerate(frames):
             x, y, w, h = r.box
             row = {"frame": meta["index"][i], "timestamp_s": meta["time"][i], "file": meta["file"][i],
                    "face_found": int(r.face_found), "face_score": r.face_score,

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from clef_core import __version__
 from clef_core.errors import ClefError
 from preprocessing.align import box_transform, eye_transform, warp
-from preprocessing.detect import DetectorConfig, FaceDetector
+from preprocessing.detect import Detection, DetectorConfig, FaceTracker
 from preprocessing.readers import FrameItem, SequenceRef, get_reader
 from preprocessing.shards import ShardWriter, shard_path, write_manifest
 
@@ -61,8 +61,14 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
 
 
+def needs_face(item: FrameItem) -> np.ndarray | None:
+    """The frame to search for a face, or None when the dataset already gives it (or the
+    image is unreadable)."""
+    return None if item.image is None or item.aligned or item.box is not None else item.image
+
+
 def align_item(
-    item: FrameItem, detector: FaceDetector, size: int
+    item: FrameItem, found: Detection | None, size: int
 ) -> tuple[np.ndarray, bool, float]:
     """The aligned face crop (BGR, size x size), whether a face was found, and its score."""
     assert item.image is not None
@@ -70,7 +76,6 @@ def align_item(
         return cv2.resize(item.image, (size, size), interpolation=cv2.INTER_CUBIC), True, 1.0
     if item.box is not None:  # the dataset's own face box (AffectNet)
         return warp(item.image, box_transform(item.box, size, margin=0.1), size), True, 1.0
-    found = detector.detect(item.image)
     if found is None:  # kept, flagged: the row stays so no frame is silently dropped
         return centre_crop(item.image, size), False, 0.0
     return warp(item.image, eye_transform(found.eyes, size), size), True, found.score
@@ -90,14 +95,15 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
         )
         result.skipped = True
         return result
-    detector = FaceDetector(opts.detector)
+    tracker = FaceTracker(opts.detector, continuous=seq.continuous)
     writer = ShardWriter(path)
     try:
-        for item in reader.frames(seq):
+        items = ((item, needs_face(item)) for item in reader.frames(seq))
+        for item, detection in tracker.track(items):
             if item.image is None:
                 result.unreadable.append(item.error or f"{seq.key} frame {item.frame} unreadable")
                 continue
-            crop, found, score = align_item(item, detector, opts.image_size)
+            crop, found, score = align_item(item, detection, opts.image_size)
             _, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality])
             writer.add(
                 {

@@ -24,6 +24,7 @@ class SequenceRef:
     subject: str
     task: str | None
     source: str  # path (or zip path) it reads from, for messages
+    continuous: bool = True  # frames of one video: faces can be tracked between them
 
 
 @dataclass

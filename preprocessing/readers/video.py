@@ -42,7 +42,9 @@ class VideoFolderReader(Reader):
         folders = sorted({p.parent for p in files if p.suffix.lower() in IMAGE_EXT})
         for folder in folders:
             rel = folder.relative_to(self.root) if self.root.is_dir() else Path(folder.name)
-            out.append(SequenceRef(safe_key(f"images_{rel}"), folder.name, None, str(folder)))
+            # A folder of images may be unrelated photos: every image is searched on its own.
+            key = safe_key(f"images_{rel}")
+            out.append(SequenceRef(key, folder.name, None, str(folder), continuous=False))
         return out
 
     def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
