@@ -41,8 +41,10 @@ class InlineCLIPConfig(_Frozen):
     embed_dim: int = Field(64, ge=8)  # joint embedding width
     image_size: int = Field(64, ge=16)  # model input side in pixels
     patch_size: int = Field(8, ge=2)  # ViT patch side
-    vision_width: int = Field(128, ge=16)  # ViT width
-    vision_layers: int = Field(4, ge=1)  # ViT depth
+    vision_width: int = Field(128, ge=16)  # ViT width (ResNet: stem width)
+    # ViT depth; a list of 4 block counts builds open_clip's ModifiedResNet instead (CLIP's
+    # RN50 family): convolutions learn local appearance from little data far better.
+    vision_layers: int | tuple[int, int, int, int] = 4
     vision_head_width: int = Field(32, ge=8)  # width per attention head
     text_width: int = Field(64, ge=16)  # text transformer width
     text_layers: int = Field(2, ge=1)  # text transformer depth
@@ -51,7 +53,15 @@ class InlineCLIPConfig(_Frozen):
 
     @model_validator(mode="after")
     def _divisible(self) -> InlineCLIPConfig:
-        if self.image_size % self.patch_size:
+        if isinstance(self.vision_layers, tuple):
+            if self.image_size % 32 or min(self.vision_layers) < 1:
+                raise ValueError(
+                    f"a ResNet needs image_size a multiple of 32 and >= 1 block per stage "
+                    f"(got {self.image_size}, {list(self.vision_layers)})"
+                )
+        elif self.vision_layers < 1:
+            raise ValueError(f"vision_layers must be >= 1 (got {self.vision_layers})")
+        elif self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
             )

@@ -96,3 +96,22 @@ def test_augment_shapes_determinism_and_identity() -> None:
         torch.Generator().manual_seed(0),
     )
     assert torch.allclose(flipped, resize(images, 96).flip(-1), atol=1e-4)
+
+
+def test_inline_resnet_tower_builds_and_round_trips(tmp_path: Path) -> None:
+    """vision_layers as 4 block counts: open_clip's ModifiedResNet, saved and reloaded."""
+    cfg = load_config(
+        "cpu-tiny", ["model.inline.vision_layers=[1,1,1,1]", "model.inline.vision_width=16"]
+    )
+    model = build_model(cfg.model)
+    assert type(model.clip.visual).__name__ == "ModifiedResNet" and model.image_size == 64
+    save_checkpoint(tmp_path / "ckpt", model, cfg, stage=1, step=1, epoch=0)
+    loaded, _ = load_model(tmp_path / "ckpt")
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    loaded.eval()
+    assert torch.allclose(model.encode_image(x), loaded.encode_image(x))
+    with pytest.raises(ClefError, match="multiple of 32"):
+        load_config(
+            "cpu-tiny", ["model.inline.vision_layers=[1,1,1,1]", "model.inline.image_size=48"]
+        )
