@@ -208,7 +208,15 @@ class FaceTracker:
         key: Detection | None = None  # the last keyframe's raw detection
         started = False  # a keyframe has been searched since the last break
         held: list[tuple[T, np.ndarray]] = []
-        for payload, frame in items:
+        source = iter(items)
+        while True:
+            try:
+                payload, frame = next(source)
+            except StopIteration:
+                break
+            except Exception:  # a decode error: the frames read before it still come out
+                yield from self._resolve(key, held)
+                raise
             if frame is None:
                 yield from self._resolve(key, held)
                 held, started = [], False

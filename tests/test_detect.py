@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from preprocessing.decode import iter_video
 from preprocessing.detect import Box, Detection, DetectorConfig, FaceDetector, FaceTracker
@@ -134,3 +135,18 @@ def test_keyframes_stay_close_to_every_frame_search_on_synthetic_video(synth_roo
     assert found8 >= found1 - 0.02 and found8 >= 0.95
     assert error8 < error1 + 0.03 and error8 < 0.2
     assert searches8 < searches1 / 3
+
+
+def test_frames_read_before_a_decode_error_still_come_out() -> None:
+    faces = moving(11)
+
+    def frames():  # type: ignore[no-untyped-def]
+        for i in range(11):
+            yield i, frame(i)
+        raise OSError("truncated")
+
+    tracker = FaceTracker(DetectorConfig(detect_every=4), detector=Scripted(faces))
+    out = []
+    with pytest.raises(OSError, match="truncated"):
+        out.extend(tracker.track(frames()))
+    assert [i for i, _ in out] == list(range(11))

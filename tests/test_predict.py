@@ -25,6 +25,7 @@ from clef_core.model import build_model, tokenizer_for
 from clef_core.predict import Predictor
 from clef_core.train import finetune_step, make_optimizer
 from clef_core.weights import au_pos_weights
+from preprocessing.decode import DecodeError, iter_video
 from preprocessing.synth.dynamics import AU_INDEX
 
 pytestmark = pytest.mark.slow
@@ -148,7 +149,10 @@ def test_bad_inputs_are_reported_and_the_rest_goes_on(
     assert "missing.mp4: no such file" in text and "unsupported format '.txt'" in text
     assert "truncated or corrupt" in text  # the broken video's message
     rows = pq.read_table(out / "broken.parquet").to_pylist()
-    assert 0 < len(rows) < n_frames  # frames before the damage kept
+    decodable = []
+    with pytest.raises(DecodeError):
+        decodable.extend(i for i, _ in iter_video(broken))
+    assert 0 < len(rows) == len(decodable) < n_frames  # every frame before the damage kept
     clip_rows = pq.read_table(out / "clip_01.parquet").to_pylist()
     assert len(clip_rows) == len(_truth(synth_root, "clip_01.mp4"))
     assert any(r["face_found"] == 0 and r["AU12_p"] is None for r in clip_rows)
