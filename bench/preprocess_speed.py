@@ -1,8 +1,9 @@
-"""Benchmark: preprocessing frames/s per core next to decode-only frames/s, same file, one run.
+"""Benchmark: preprocessing frames per CPU-second next to decode-only, same file, one run.
 
-On a synthetic 640x480 DISFA-style MJPG video: decode-only speed of OpenCV, decord and PyAV
-(one thread each), then the whole per-sequence pipeline on one core (decode + detect/track +
-align + JPEG + Parquet), and peak RSS of the pipeline on a video and on one twice as long.
+On synthetic 640x480 DISFA-style MJPG videos: decode-only speed of OpenCV, decord and PyAV,
+then the whole per-sequence pipeline in one process (decode + detect/track + align + JPEG +
+Parquet), both counted in CPU seconds (the per-core cost; decord decodes on more than one
+thread) and best of 3; and peak RSS of the pipeline on a video and on one twice as long.
 
     .venv/bin/python bench/preprocess_speed.py [--frames 600]
 """
