@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 # Where the eyes sit in an alt2 box (fractions of its width/height), measured on the
-# synthetic set against rendered eye positions (bench/preprocess_speed.py prints the error).
+# synthetic set against rendered eye positions (tests/test_detect.py bounds the error).
 EYE_X = (0.31, 0.68)
 EYE_Y = 0.38
 KEYFRAME_IOU = 0.5  # successive keyframes this similar are interpolated between
@@ -241,14 +241,9 @@ class FaceTracker:
             return start
         end = self.detector.detect(held[-1][1])
         if start is not None and end is not None and _iou(start.box, end.box) >= KEYFRAME_IOU:
-            n = len(held)
+            score = min(start.score, end.score)
             for i, (payload, _) in enumerate(held[:-1], 1):
-                t = i / n
-                between = Detection(
-                    tuple(s + t * (e - s) for s, e in zip(start.box, end.box, strict=True)),  # type: ignore[arg-type]
-                    start.eyes + t * (end.eyes - start.eyes),
-                    min(start.score, end.score),
-                )
+                between = replace(_mix(end, start, i / len(held)), score=score)
                 yield payload, self._emit(between, smooth=False)  # already smooth
         else:  # a face lost, found or moved fast: search the frames near the known faces
             found = self._between(start, end, [frame for _, frame in held[:-1]])
