@@ -35,6 +35,9 @@ class Ports:
     ray: int = 6380
     ray_dashboard: int = 8265
     ray_client: int = 10001
+    # Ray's dashboard agent serves HTTP on a fixed default port; named here so that a caller
+    # choosing free ports for the others cannot pick it for one of them by chance.
+    ray_agent: int = 52365
 
 
 @dataclass
@@ -139,6 +142,7 @@ def up(data_dir: Path, ports: Ports = Ports(), timeout: float = 180) -> list[Ser
                        "--port", str(ports.ray), "--dashboard-host", HOST,
                        "--dashboard-port", str(ports.ray_dashboard),
                        "--ray-client-server-port", str(ports.ray_client),
+                       "--dashboard-agent-listen-port", str(ports.ray_agent),
                        "--num-cpus", str(max(4, 2 * (os.cpu_count() or 1))),
                        "--temp-dir", str(Path("/tmp") / f"ray-clef-{os.getuid()}")],
                base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder),

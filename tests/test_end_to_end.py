@@ -26,6 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 import mlflow
@@ -98,7 +99,7 @@ def test_killed_flow_resumes_on_the_stack_and_a_rerun_is_cached(
     assert not list(runs.glob("s2-bp4d-fold1-*/result.json"))
 
     # 2. Completed by the smoke deployment on the local stack.
-    ports = Ports(*(_free_port() for _ in range(5)))
+    ports = Ports(*(_free_port() for _ in range(len(fields(Ports)))))
     try:
         services = up(data, ports)
         assert {s.name for s in services} == {"prefect", "mlflow", "ray", "deployments"}
