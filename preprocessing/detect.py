@@ -105,13 +105,12 @@ class FaceDetector:
         """The face in a frame: searched around the last one, the whole frame if not there."""
         if self.yunet is not None:
             return self._yunet(frame)
-        gray, scale = self._gray(frame)
         found = None
         if self.last is not None and self.since_full < self.cfg.redetect_every:
-            found = self._search(gray, scale, around=self.last)
+            found = self._search(frame, around=self.last)
             self.since_full += 1
         if found is None:
-            found = self._search(gray, scale, around=None)
+            found = self._search(frame, around=None)
             self.since_full = 0
         return self._found(found)
 
@@ -119,41 +118,38 @@ class FaceDetector:
         """The face around `box` only (no whole-frame search): for frames between keyframes."""
         if self.yunet is not None:
             return self._yunet(frame)
-        gray, scale = self._gray(frame)
-        return self._found(self._search(gray, scale, around=box))
-
-    def _gray(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
-        h, w = frame.shape[:2]
-        scale = min(1.0, self.cfg.detect_width / w)
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        if scale < 1:  # grey first, then a linear resize: 6x cheaper than INTER_AREA on BGR
-            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), cv2.INTER_LINEAR)
-        return gray, scale
+        return self._found(self._search(frame, around=box))
 
     def _found(self, found: tuple[Box, float] | None) -> Detection | None:
         self.last = None if found is None else found[0]
         return None if found is None else Detection(found[0], eyes_from_box(found[0]), found[1])
 
-    def _search(
-        self, gray: np.ndarray, scale: float, around: Box | None
-    ) -> tuple[Box, float] | None:
-        """Search the whole (downscaled) frame, or a window 1.8x the last box at 0.8-1.25x its
-        size."""
+    def _search(self, frame: np.ndarray, around: Box | None) -> tuple[Box, float] | None:
+        """Search the whole frame, or a window 1.8x the last box at 0.8-1.25x its size, on a
+        grey copy downscaled to `detect_width`. Only the window is converted and downscaled
+        (grey first, then a linear resize: 6x cheaper than INTER_AREA on BGR)."""
+        h, w = frame.shape[:2]
+        scale = min(1.0, self.cfg.detect_width / w)
         x0 = y0 = 0
-        min_side = int(self.cfg.min_face * gray.shape[1])
+        min_side = int(self.cfg.min_face * w * scale)
         max_side = 0  # no limit
-        region, step = gray, self.cfg.full_scale_step
+        step = self.cfg.full_scale_step
         if around is not None:
-            bx, by, bw, bh = (v * scale for v in around)
+            bx, by, bw, bh = around
             x0, y0 = max(0, int(bx - 0.4 * bw)), max(0, int(by - 0.4 * bh))
-            x1, y1 = min(gray.shape[1], int(bx + 1.4 * bw)), min(gray.shape[0], int(by + 1.4 * bh))
-            region, step = gray[y0:y1, x0:x1], self.cfg.local_scale_step
-            min_side, max_side = max(min_side, int(0.8 * bw)), int(1.25 * bw) + 1
-        if region.shape[0] < min_side or region.shape[1] < min_side:
+            x1, y1 = min(w, int(bx + 1.4 * bw)), min(h, int(by + 1.4 * bh))
+            frame, step = frame[y0:y1, x0:x1], self.cfg.local_scale_step
+            min_side, max_side = max(min_side, int(0.8 * bw * scale)), int(1.25 * bw * scale) + 1
+        rh, rw = frame.shape[:2]
+        if min(rh, rw) * scale < max(min_side, 1):  # also an empty window (box off-frame)
             return None
-        region = self.clahe.apply(region)  # local contrast: finds dark-skinned faces too
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if scale < 1:
+            size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR)
+        gray = self.clahe.apply(gray)  # local contrast: finds dark-skinned faces too
         boxes, _, weights = self.face.detectMultiScale3(
-            region,
+            gray,
             step,
             self.cfg.min_neighbors,
             minSize=(min_side, min_side),
@@ -163,9 +159,8 @@ class FaceDetector:
         if len(boxes) == 0:
             return None
         best = int(np.argmax(np.asarray(boxes)[:, 2]))  # the largest face: the subject
-        x, y, w, h = (float(v) for v in boxes[best])
-        box = ((x + x0) / scale, (y + y0) / scale, w / scale, h / scale)
-        return box, float(np.asarray(weights).ravel()[best])
+        x, y, fw, fh = (float(v) / scale for v in boxes[best])
+        return (x + x0, y + y0, fw, fh), float(np.asarray(weights).ravel()[best])
 
     def _yunet(self, frame: np.ndarray) -> Detection | None:
         assert self.yunet is not None
