@@ -55,6 +55,20 @@ def augment(
 ) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> normalised float [B, 3, size, size], randomly cropped/flipped/rotated."""
     x = to_float(images)  # (B, 3, H, W)
+    # Bilinear sampling of a much larger image aliases (224-px shards into a 64-px model skip
+    # most pixels), while evaluation's `resize` antialiases: so the image is first shrunk,
+    # antialiased, to where even the smallest crop is sampled at about one pixel per pixel.
+    source = math.ceil(size / math.sqrt(cfg.crop_scale[0]))
+    if max(x.shape[-2:]) > source:
+        h, w = x.shape[-2:]
+        shrink = source / max(h, w)
+        x = F.interpolate(
+            x,
+            size=(round(h * shrink), round(w * shrink)),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
     theta = _random_affines(x.shape[0], cfg, gen)
     grid = F.affine_grid(theta, [x.shape[0], 3, size, size], align_corners=False)
     return normalize(

@@ -93,6 +93,13 @@ class AugmentConfig(_Frozen):
     flip_p: float = Field(0.5, ge=0.0, le=1.0)  # horizontal flip probability
     rotation_deg: float = Field(10.0, ge=0.0, le=90.0)  # uniform in [-deg, deg]
 
+    @model_validator(mode="after")
+    def _crop_range(self) -> AugmentConfig:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got ({lo}, {hi})")
+        return self
+
 
 class Stage1Config(_Frozen):
     """Activity-supervised cross-modal contrastive pre-training (Eq. 1-2)."""

@@ -96,6 +96,17 @@ def test_augment_shapes_determinism_and_identity() -> None:
         torch.Generator().manual_seed(0),
     )
     assert torch.allclose(flipped, resize(images, 96).flip(-1), atol=1e-4)
+    # Shrinking (224-px shards into a 64-px model) antialiases like evaluation's resize does.
+    large = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    shrunk = augment(
+        large,
+        64,
+        AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, rotation_deg=0.0),
+        torch.Generator().manual_seed(0),
+    )
+    assert torch.allclose(shrunk, resize(large, 64), atol=1e-4)
+    with pytest.raises(ValueError, match="crop_scale"):
+        AugmentConfig(crop_scale=(0.0, 1.0))
 
 
 def test_inline_resnet_tower_builds_and_round_trips(tmp_path: Path) -> None:
