@@ -76,6 +76,12 @@ class ModelConfig(_Frozen):
     inline: InlineCLIPConfig | None = None  # the small CLIP built when arch is "inline"
     quick_gelu: bool = True  # activation of an inline model (FaRL/OpenAI weights use QuickGELU)
     init_weights: Path | None = None  # FaRL or OpenAI CLIP checkpoint; None = random init
+    # What the image tower sees. "clip": CLIP's mean/std-normalised RGB (the paper; pretrained
+    # weights expect it). "per_image_gray": each image turned grey and standardised to zero
+    # mean and unit variance, which hides skin tone, lighting and contrast: a small model
+    # trained from scratch on a few subjects otherwise learns who it sees instead of which
+    # action units (measured on the synthetic BP4D: README, "Training from scratch").
+    input_norm: Literal["clip", "per_image_gray"] = "clip"
 
     @model_validator(mode="after")
     def _inline_matches_arch(self) -> ModelConfig:

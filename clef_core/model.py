@@ -97,6 +97,15 @@ def load_initial_weights(model: nn.Module, path: Path) -> WeightReport:
     return WeightReport(loaded=len(own), dropped=sorted(state.keys() - own.keys()))
 
 
+def per_image_gray(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] -> the channel mean standardised per image, repeated on 3 channels: the
+    same output whatever the image's brightness and contrast, and no colour
+    (ModelConfig.input_norm)."""
+    gray = images.mean(1, keepdim=True)
+    mean, std = gray.mean((2, 3), keepdim=True), gray.std((2, 3), keepdim=True)
+    return ((gray - mean) / (std + 1e-4)).expand(-1, 3, -1, -1)
+
+
 class ClefModel(nn.Module):
     """CLIP encoders + CLEF's learnable 1/tau (clamped like CLIP) + an optional linear head."""
 
@@ -130,6 +139,9 @@ class ClefModel(nn.Module):
         self.head = nn.Linear(self.embed_dim, n_classes)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """CLIP-normalised images [B, 3, H, W] -> unit image features [B, d]."""
+        if self.config.input_norm == "per_image_gray":
+            images = per_image_gray(images)
         return F.normalize(self.clip.encode_image(images), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -61,13 +61,14 @@ def test_configs_are_frozen() -> None:
         ("stage1.epoch=2", r"stage1\.epoch: unknown setting"),
         ("stage2.head=mlp", r"stage2\.head: Input should be 'names' or 'linear'"),
         ("protocol.datasets=[bp4d, nosuch]", r"unknown dataset 'nosuch'; known: bp4d"),
-        ("model.inline.patch_size=7", r"must be a multiple of patch_size 7"),
+        ("model.inline.vision_layers=4;model.inline.patch_size=7", r"multiple of patch_size 7"),
+        ("model.input_norm=sepia", r"model\.input_norm: Input should be 'clip' or 'per_image_gray'"),
         ("stage1.epochs", r"expected an override like stage1\.epochs=1"),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_allowed(override: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected) as info:
-        load_config("cpu-tiny", [override])
+        load_config("cpu-tiny", override.split(";"))
     assert "\n" not in str(info.value)
 
 

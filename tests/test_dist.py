@@ -34,7 +34,9 @@ def loss_and_grads(
     b: dict[str, torch.Tensor], gather=None
 ) -> tuple[float, dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
-    cfg = load_config("cpu-tiny")
+    # A LayerNorm tower, as the paper's ViT: cpu-tiny's ResNet has BatchNorm, whose batch
+    # statistics are per worker on CPUs (no SyncBatchNorm) and differ with the split by design.
+    cfg = load_config("cpu-tiny", ["model.inline.vision_layers=4", "model.inline.vision_width=128"])
     model = build_model(cfg.model)
     loss, _ = pretrain_step(
         model,

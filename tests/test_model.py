@@ -109,11 +109,13 @@ def test_augment_shapes_determinism_and_identity() -> None:
         AugmentConfig(crop_scale=(0.0, 1.0))
 
 
-def test_inline_resnet_tower_builds_and_round_trips(tmp_path: Path) -> None:
-    """vision_layers as 4 block counts: open_clip's ModifiedResNet, saved and reloaded."""
-    cfg = load_config(
-        "cpu-tiny", ["model.inline.vision_layers=[1,1,1,1]", "model.inline.vision_width=16"]
-    )
+def test_inline_towers_build_and_round_trip(tmp_path: Path) -> None:
+    """vision_layers as 4 block counts (cpu-tiny): open_clip's ModifiedResNet; as one depth: a
+    ViT. Both saved and reloaded."""
+    cfg = load_config("cpu-tiny")
+    vit_set = ["model.inline.vision_layers=4", "model.inline.vision_width=128"]
+    vit = build_model(load_config("cpu-tiny", vit_set).model)
+    assert type(vit.clip.visual).__name__ == "VisionTransformer"
     model = build_model(cfg.model)
     assert type(model.clip.visual).__name__ == "ModifiedResNet" and model.image_size == 64
     save_checkpoint(tmp_path / "ckpt", model, cfg, stage=1, step=1, epoch=0)
@@ -126,3 +128,16 @@ def test_inline_resnet_tower_builds_and_round_trips(tmp_path: Path) -> None:
         load_config(
             "cpu-tiny", ["model.inline.vision_layers=[1,1,1,1]", "model.inline.image_size=48"]
         )
+
+
+@pytest.mark.parametrize("norm", ["clip", "per_image_gray"])
+def test_per_image_gray_input_ignores_brightness_and_contrast(norm: str) -> None:
+    """input_norm=per_image_gray: an image and a darker, flatter copy encode alike (skin tone
+    and lighting are identity cues a small model would learn); CLIP's input does not."""
+    cfg = load_config("cpu-tiny", [f"model.input_norm={norm}"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        same = torch.allclose(model.encode_image(x), model.encode_image(0.4 * x - 0.7), atol=1e-5)
+    assert same == (norm == "per_image_gray")
