@@ -177,6 +177,12 @@ class ComputeConfig(_Frozen):
     # Decode tasks running at once (None = as many as the CPUs allow); on a 2-core machine a
     # few warm processes beat many that each import torch.
     data_concurrency: int | None = Field(None, ge=1)
+    # Training rows each worker mixes before batching (0: stream order). Shards hold one
+    # sequence each, in frame order, so without it a batch is a few seconds of one subject
+    # in one task (stage 1's activity contrast then has no negatives). Files are also read in
+    # a new random order every epoch. Memory: rows x a decoded, augmented row (64 px: ~100 KB
+    # for stage 1's two views; 224 px: ~1.2 MB). Long real sequences want a larger buffer.
+    shuffle_buffer: int = Field(1024, ge=0)
     concurrent_units: int = Field(1, ge=1)  # trainings the flow runs at once (>1 on a cluster)
 
 

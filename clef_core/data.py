@@ -53,15 +53,21 @@ def keep_rows(table: pa.Table, parts: Sequence[int] | None, labels: str | None) 
 
 
 def load_split(
-    shard_dir: Path, dataset: str, parts: Sequence[int] | None = None, labels: str | None = None
+    shard_dir: Path,
+    dataset: str,
+    parts: Sequence[int] | None = None,
+    labels: str | None = None,
+    shuffle_seed: int | None = None,
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of one dataset's rows in `parts` (all when None)."""
+    """A lazy Ray Dataset of one dataset's rows in `parts` (all when None); given a seed, its
+    files are read in a new (seeded) random order on every pass (training epochs)."""
     files = shard_files(shard_dir, dataset)
     # The reader is chosen when the plan is built, here (see runtime.SERVICE_ENV for why V1).
     ray.data.DataContext.get_current().use_datasource_v2 = os.environ.get(
         "RAY_DATA_USE_DATASOURCE_V2", "0"
     ) not in ("0", "false")
-    ds = ray.data.read_parquet(files).select_columns(COLUMNS)
+    shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
+    ds = ray.data.read_parquet(files, shuffle=shuffle).select_columns(COLUMNS)
     return ds.map_batches(
         keep_rows, batch_format="pyarrow", fn_kwargs={"parts": parts, "labels": labels}
     )

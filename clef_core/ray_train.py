@@ -149,7 +149,12 @@ def train_loop(config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     for epoch in range(epoch0, stage_cfg.epochs):
-        batches = train_shard.iter_torch_batches(batch_size=config["local_batch"], drop_last=True)
+        batches = train_shard.iter_torch_batches(
+            batch_size=config["local_batch"],
+            drop_last=True,
+            local_shuffle_buffer_size=cfg.compute.shuffle_buffer or None,
+            local_shuffle_seed=cfg.seed + 1000 * epoch + rank,
+        )
         step, parts = run_epoch(
             step_fn,
             batches,
@@ -211,7 +216,7 @@ def run_stage(
         index = {f"{d}/{t}": i for i, (d, t) in enumerate(activities)}
         sources, rows = [], 0
         for d in job.datasets:
-            split = load_split(shard_dir, d, job.train_parts)
+            split = load_split(shard_dir, d, job.train_parts, shuffle_seed=cfg.seed)
             keep = even_activity_shares(_manifest(shard_dir, d)["rows_per_task"])
             if cfg.stage1.balance_activities and keep:
                 split = balance_activities(split, keep)
@@ -230,7 +235,7 @@ def run_stage(
         dataset = job.datasets[0]
         space = label_space_of(shard_dir, dataset)
         labels = "au" if space.kind == "au" else "expression"
-        train = load_split(shard_dir, dataset, job.train_parts, labels)
+        train = load_split(shard_dir, dataset, job.train_parts, labels, shuffle_seed=cfg.seed)
         test = load_split(shard_dir, dataset, job.test_parts, labels)
         datasets = {
             "train": model_inputs(

@@ -53,6 +53,29 @@ def test_stage1_batches_have_two_views_and_activities(shard_dir: Path, local_ray
     assert batch["au"].shape == (16, 12)
 
 
+def test_training_batches_mix_sequences(shard_dir: Path, local_ray: None) -> None:
+    """A shard is one sequence in frame order: streamed as it is, a batch is one task of one
+    subject. Files read in a shuffled order and a local shuffle buffer (what the training loop
+    asks for, compute.shuffle_buffer) mix several tasks into every batch."""
+
+    def tasks_per_batch(shuffle_seed: int | None, buffer: int | None) -> list[int]:
+        ds = model_inputs(
+            load_split(shard_dir, "bp4d", parts=[0, 1], shuffle_seed=shuffle_seed),
+            64,
+            0,
+            AugmentConfig(),
+            ACTIVITIES,
+        )
+        batches = ds.iter_torch_batches(
+            batch_size=8, drop_last=True, local_shuffle_buffer_size=buffer, local_shuffle_seed=0
+        )
+        return [len(set(b["activity"].tolist())) for b in batches]
+
+    streamed, mixed = tasks_per_batch(None, None), tasks_per_batch(0, 128)
+    assert np.mean(streamed) < 1.5  # sequences of 20 frames: most batches inside one
+    assert min(mixed) >= 2 and np.mean(mixed) >= 4
+
+
 def test_eval_batches_are_plain_resizes(shard_dir: Path, local_ray: None) -> None:
     """No randomness at evaluation: every pass yields exactly the plain resizes of the shard
     images (Ray Data does not keep row order between passes, so rows are compared as sets)."""
