@@ -62,7 +62,10 @@ def test_configs_are_frozen() -> None:
         ("stage2.head=mlp", r"stage2\.head: Input should be 'names' or 'linear'"),
         ("protocol.datasets=[bp4d, nosuch]", r"unknown dataset 'nosuch'; known: bp4d"),
         ("model.inline.vision_layers=4;model.inline.patch_size=7", r"multiple of patch_size 7"),
-        ("model.input_norm=sepia", r"model\.input_norm: Input should be 'clip' or 'per_image_gray'"),
+        (
+            "model.input_norm=sepia",
+            r"model\.input_norm: Input should be 'clip' or 'per_image_gray'",
+        ),
         ("stage1.epochs", r"expected an override like stage1\.epochs=1"),
     ],
 )
