@@ -30,6 +30,11 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - _MEAN.to(x)) / _STD.to(x)
 
 
+def _smooth_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of [B, 3, H, W], antialiased when shrinking."""
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 def _random_affines(b: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """[B, 2, 3] affine_grid matrices: output coords -> input coords (normalised [-1, 1])."""
     lo, hi = cfg.crop_scale
@@ -62,13 +67,7 @@ def augment(
     if max(x.shape[-2:]) > source:
         h, w = x.shape[-2:]
         shrink = source / max(h, w)
-        x = F.interpolate(
-            x,
-            size=(round(h * shrink), round(w * shrink)),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
+        x = _smooth_resize(x, (round(h * shrink), round(w * shrink)))
     theta = _random_affines(x.shape[0], cfg, gen)
     grid = F.affine_grid(theta, [x.shape[0], 3, size, size], align_corners=False)
     return normalize(
@@ -80,7 +79,5 @@ def resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> normalised float [B, 3, size, size] (evaluation; no randomness)."""
     x = to_float(images)
     if x.shape[-1] != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
+        x = _smooth_resize(x, (size, size))
     return normalize(x)
