@@ -82,12 +82,8 @@ def test_augment_shapes_determinism_and_identity() -> None:
     c = augment(images, 64, cfg, torch.Generator().manual_seed(1))
     assert a.shape == (4, 3, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
     # With no crop, flip or rotation the warp is a plain resize.
-    plain = augment(
-        images,
-        96,
-        AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, rotation_deg=0.0),
-        torch.Generator().manual_seed(0),
-    )
+    still = AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, rotation_deg=0.0)
+    plain = augment(images, 96, still, torch.Generator().manual_seed(0))
     assert torch.allclose(plain, resize(images, 96), atol=1e-4)
     flipped = augment(
         images,
@@ -98,12 +94,7 @@ def test_augment_shapes_determinism_and_identity() -> None:
     assert torch.allclose(flipped, resize(images, 96).flip(-1), atol=1e-4)
     # Shrinking (224-px shards into a 64-px model) antialiases like evaluation's resize does.
     large = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
-    shrunk = augment(
-        large,
-        64,
-        AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, rotation_deg=0.0),
-        torch.Generator().manual_seed(0),
-    )
+    shrunk = augment(large, 64, still, torch.Generator().manual_seed(0))
     assert torch.allclose(shrunk, resize(large, 64), atol=1e-4)
     with pytest.raises(ValueError, match="crop_scale"):
         AugmentConfig(crop_scale=(0.0, 1.0))
