@@ -41,19 +41,51 @@ def box_transform(
 def warp(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
     """Apply a 2x3 transform into a size x size crop (edges replicated, never black bars).
 
-    A transform without rotation whose source square lies inside the image is a crop and a
-    resize: half the cost of warpAffine, the same pixels up to a rounding of the crop's
-    corner (under one source pixel)."""
-    (a, b, tx), (c, d, ty) = transform.tolist()
-    if b == 0 and c == 0 and a == d and a > 0:
-        x0, y0, side = round(-tx / a), round(-ty / a), round(size / a)
-        h, w = image.shape[:2]
-        if x0 >= 0 and y0 >= 0 and x0 + side <= w and y0 + side <= h and side > 0:
-            roi = image[y0 : y0 + side, x0 : x0 + side]
-            return cv2.resize(roi, (size, size), interpolation=cv2.INTER_LINEAR)
+    A crop that shrinks its source 2x or more first averages it over whole blocks
+    (`_box_shrink`): bilinear sampling alone would skip source pixels and alias fine texture
+    (a real BP4D face is ~3x the crop). Otherwise a transform without rotation whose source
+    square lies inside the image is a crop and a resize: half the cost of warpAffine, the
+    same pixels up to a rounding of the crop's corner (under one source pixel)."""
+    k = int(1 / max(math.hypot(transform[0, 0], transform[1, 0]), 1e-6))  # source px per crop px
+    if k >= 2:
+        image, transform = _box_shrink(image, transform, size, k)
+    else:
+        (a, b, tx), (c, d, ty) = transform.tolist()
+        if b == 0 and c == 0 and a == d and a > 0:
+            x0, y0, side = round(-tx / a), round(-ty / a), round(size / a)
+            h, w = image.shape[:2]
+            if x0 >= 0 and y0 >= 0 and x0 + side <= w and y0 + side <= h and side > 0:
+                roi = image[y0 : y0 + side, x0 : x0 + side]
+                return cv2.resize(roi, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.warpAffine(
         image, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+def _box_shrink(
+    image: np.ndarray, transform: np.ndarray, size: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `image` under the crop averaged over k x k blocks (k = whole source pixels
+    per crop pixel), with the transform that maps it onto the same crop: afterwards a crop
+    pixel spans one to two block pixels, so bilinear sampling touches every one. Integer
+    INTER_AREA is OpenCV's fast block-mean path, and only the region under the crop is read."""
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    back = cv2.invertAffineTransform(transform.astype(np.float64))
+    source = corners @ back[:, :2].T + back[:, 2]
+    h, w = image.shape[:2]
+    x0, y0 = (max(0, int(v) - k) for v in source.min(axis=0))
+    x1, y1 = (min(n, int(v) + k + 1) for v, n in zip(source.max(axis=0), (w, h), strict=True))
+    x1, y1 = x0 + (x1 - x0) // k * k, y0 + (y1 - y0) // k * k  # whole blocks only
+    if x1 <= x0 or y1 <= y0:  # the crop lies outside the image: nothing to average
+        return image, transform
+    small = cv2.resize(
+        image[y0:y1, x0:x1], ((x1 - x0) // k, (y1 - y0) // k), interpolation=cv2.INTER_AREA
+    )
+    # Block j's centre is source pixel x0 + j*k + (k-1)/2: compose the transform with that.
+    offset = np.array([x0 + (k - 1) / 2, y0 + (k - 1) / 2])
+    linear = transform[:, :2].astype(np.float64)
+    shrunk = np.hstack([linear * k, (linear @ offset + transform[:, 2])[:, None]])
+    return small, shrunk.astype(np.float32)
 
 
 def align_by_eyes(image: np.ndarray, eyes: np.ndarray, size: int) -> np.ndarray:
