@@ -66,8 +66,11 @@ class ShardWriter:
             self.writer.write_table(pa.Table.from_pydict(self.columns, schema=SCHEMA))
             self.columns = {name: [] for name in SCHEMA.names}
 
-    def commit(self) -> None:
+    def commit(self, metadata: dict[str, str] | None = None) -> None:
+        """Finish the file, with `metadata` as key-value pairs in its footer."""
         self._flush()
+        if metadata:
+            self.writer.add_key_value_metadata(metadata)
         self.writer.close()
         os.replace(self.tmp, self.path)
 

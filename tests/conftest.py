@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,14 +28,16 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_inline(
-    dataset: str, root: Path, out: Path, image_size: int = 112
+    dataset: str, root: Path, out: Path, image_size: int = 112, **options: Any
 ) -> tuple[list[dict], dict]:
     """The preprocessing pipeline without Ray (the Ray path is tested through the CLI)."""
     import pyarrow.parquet as pq
 
     from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
 
-    opts = PreprocessOptions(dataset=dataset, root=root, shard_dir=out, image_size=image_size)
+    opts = PreprocessOptions(
+        dataset=dataset, root=root, shard_dir=out, image_size=image_size, **options
+    )
     sequences, issues = plan(opts)
     results = [process_sequence(opts, s) for s in sequences]
     manifest = finish(opts, results, issues)

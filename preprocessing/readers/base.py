@@ -64,8 +64,14 @@ class Reader(ABC):
         """Every sequence of the dataset, sorted (so runs are reproducible)."""
 
     @abstractmethod
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
-        """The frames of one sequence, streamed."""
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
+        """The frames of one sequence, streamed; image files decoded at 1/`reduce` scale
+        when `reducible(seq)` (the others ignore it)."""
+
+    def reducible(self, seq: SequenceRef) -> bool:
+        """Whether `frames(seq, reduce)` can decode its frames smaller: a sequence of image
+        files of one face at one distance from the camera."""
+        return False
 
     def part(self, subject: str) -> int:
         """The subject's fold part (0-based), -1 when the dataset has none."""

@@ -135,7 +135,10 @@ class BP4DReader(Reader):
                 self.issues.add(f"{seq.key}: frame file {name} has no integer number; skipped")
         return sorted(out)
 
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+    def reducible(self, seq: SequenceRef) -> bool:
+        return True
+
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         labels = self.labels(seq.subject, str(seq.task))
         unknown = [-1] * len(self.au_ids)
         seen = set()
@@ -143,7 +146,9 @@ class BP4DReader(Reader):
             seen.add(number)
             try:
                 image = (
-                    decode_image_bytes(data, name) if isinstance(data, bytes) else read_image(data)
+                    decode_image_bytes(data, name, reduce)
+                    if isinstance(data, bytes)
+                    else read_image(data, reduce)
                 )
                 yield FrameItem(number, image, au=labels.get(number, unknown))
             except DecodeError as err:

@@ -65,7 +65,7 @@ class DISFAReader(Reader):
         frames = set().union(*per_au)
         return {f: [v.get(f, -1) for v in per_au] for f in frames}
 
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         labels = self.labels(seq.subject)
         unknown = [-1] * len(self.au_ids)
         count = 0

@@ -76,7 +76,7 @@ class RAFDBReader(_ImageListReader):
             rows.append((parts[0], int(parts[1]) - 1, split, None))
         return rows
 
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         folder = self.root / "basic" / "Image" / "aligned"
         for index, (name, label, _, _) in enumerate(self._chunk(seq)):
             path = folder / name.replace(".jpg", "_aligned.jpg")
@@ -127,7 +127,7 @@ class AffectNet7Reader(_ImageListReader):
                         rows.append((row["subDirectory_filePath"], label, split, box))
         return rows
 
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         folder = self.root / "Manually_Annotated_Images"
         for index, (name, label, _, box) in enumerate(self._chunk(seq)):
             try:
@@ -180,7 +180,7 @@ class FERPlusReader(_ImageListReader):
                 rows.append((str(i), top, split, None))
         return rows
 
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         for index, (row, label, _, _) in enumerate(self._chunk(seq)):
             values = self.pixels[int(row)].split()
             if len(values) != 48 * 48:

@@ -47,7 +47,7 @@ class VideoFolderReader(Reader):
             out.append(SequenceRef(key, folder.name, None, str(folder), continuous=False))
         return out
 
-    def frames(self, seq: SequenceRef) -> Iterator[FrameItem]:
+    def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         path = Path(seq.source)
         if path.is_dir():
             for index, image in enumerate(
