@@ -8,6 +8,9 @@ within minutes, so decoders and pipeline are timed in interleaved rounds and eac
 best round: the ratio compares like with like. Peak RSS of the pipeline is measured in
 fresh processes on a video and on one twice as long.
 
+Then BP4D-size JPEG frames (1040 x 1392 portrait, a face ~3x the crop): the pipeline with
+frames decoded at full size and at the reduced size it picks (`reduce_decode`).
+
     .venv/bin/python bench/preprocess_speed.py [--frames 600] [--rounds 5]
 """
 
@@ -26,12 +29,12 @@ from pathlib import Path
 import cv2
 from rich.progress import track
 
-from preprocessing.decode import iter_video
+from preprocessing.decode import Backend, iter_video
 from preprocessing.pipeline import PreprocessOptions, plan, process_sequence
 from preprocessing.synth.generate import generate
 from preprocessing.synth.spec import make_spec
 
-BACKENDS = ("opencv", "decord", "pyav")
+BACKENDS: tuple[Backend, ...] = ("opencv", "decord", "pyav")
 
 PEAK_RSS = """
 import json, resource, sys
@@ -60,11 +63,31 @@ def synth_disfa(out: Path, frames: int) -> Path:
     return out / "DISFA"
 
 
+def synth_bp4d(out: Path, frames: int) -> Path:
+    generate(
+        make_spec(
+            out,
+            "test",
+            datasets=("bp4d",),
+            subjects=3,
+            frames_per_task=max(1, frames // 24),
+            image_size=(1040, 1392),
+            workers=2,
+        ),
+        show_progress=False,
+    )
+    return out / "BP4D"
+
+
 def cpu_rate(work: Callable[[], int]) -> float:
     """Frames per CPU-second of all threads (time.process_time) of one call of `work`."""
     start = time.process_time()
     frames = work()
     return frames / (time.process_time() - start)
+
+
+def whole_dataset(opts: PreprocessOptions) -> Callable[[], int]:
+    return lambda: sum(process_sequence(opts, seq).frames for seq in plan(opts)[0])
 
 
 def peak_rss(root: Path, shards: Path) -> float:
@@ -94,19 +117,29 @@ def main() -> None:
         sequences = plan(opts)[0]
         results = [process_sequence(opts, seq) for seq in sequences]  # warm-up (imports)
 
-        def decode(backend: str) -> Callable[[], int]:
-            return lambda: sum(1 for v in videos for _ in iter_video(v, backend))  # type: ignore[arg-type]
+        def decode(backend: Backend) -> Callable[[], int]:
+            return lambda: sum(1 for v in videos for _ in iter_video(v, backend))
 
         def pipeline() -> int:
             results[:] = [process_sequence(opts, seq) for seq in sequences]
             return sum(r.frames for r in results)
 
-        work = {**{b: decode(b) for b in BACKENDS}, "pipeline": pipeline}
+        work: dict[str, Callable[[], int]] = {b: decode(b) for b in BACKENDS}
+        work["pipeline"] = pipeline
         best = dict.fromkeys(work, 0.0)
         for _ in track(range(args.rounds), description="interleaved rounds"):
             for name, fn in work.items():
                 best[name] = max(best[name], cpu_rate(fn))
         rss = peak_rss(short, base / "r1"), peak_rss(long, base / "r2")
+        large = synth_bp4d(base / "c", args.frames // 2)
+        jpeg = {
+            r: PreprocessOptions("bp4d", large, base / f"j{r}", force=True, reduce_decode=r)
+            for r in (False, True)
+        }
+        large_rate = dict.fromkeys(jpeg, 0.0)
+        for _ in track(range(args.rounds), description="BP4D-size frames"):
+            for r, o in jpeg.items():
+                large_rate[r] = max(large_rate[r], cpu_rate(whole_dataset(o)))
     fastest = max(BACKENDS, key=best.__getitem__)
     frames, faces = sum(r.frames for r in results), sum(r.faces for r in results)
     print(f"{len(videos)} videos, {frames} frames, best of {args.rounds} interleaved rounds")
@@ -121,6 +154,10 @@ def main() -> None:
     print(
         f"peak RSS, {2 * args.frames} frames   : {rss[1]:6.0f} MB ({100 * (rss[1] / rss[0] - 1):+.1f}%)"
     )
+
+    full, reduced = large_rate[False], large_rate[True]
+    print(f"BP4D-size JPEG, full    : {full:6.0f} frames per CPU-second")
+    print(f"BP4D-size JPEG, reduced : {reduced:6.0f} frames per CPU-second ({reduced / full:.2f}x)")
 
 
 if __name__ == "__main__":
