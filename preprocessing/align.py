@@ -46,9 +46,9 @@ def warp(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
     (a real BP4D face is ~3x the crop). Otherwise a transform without rotation whose source
     square lies inside the image is a crop and a resize: half the cost of warpAffine, the
     same pixels up to a rounding of the crop's corner (under one source pixel)."""
-    k = int(1 / max(math.hypot(transform[0, 0], transform[1, 0]), 1e-6))  # source px per crop px
-    if k >= 2:
-        image, transform = _box_shrink(image, transform, size, k)
+    shrink = 1 / max(math.hypot(transform[0, 0], transform[1, 0]), 1e-6)  # source px per crop px
+    if shrink >= 2:
+        image, transform = _box_shrink(image, transform, size, 2 ** int(math.log2(shrink)))
     else:
         (a, b, tx), (c, d, ty) = transform.tolist()
         if b == 0 and c == 0 and a == d and a > 0:
@@ -65,10 +65,11 @@ def warp(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
 def _box_shrink(
     image: np.ndarray, transform: np.ndarray, size: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The part of `image` under the crop averaged over k x k blocks (k = whole source pixels
-    per crop pixel), with the transform that maps it onto the same crop: afterwards a crop
-    pixel spans one to two block pixels, so bilinear sampling touches every one. Integer
-    INTER_AREA is OpenCV's fast block-mean path, and only the region under the crop is read."""
+    """The part of `image` under the crop averaged over k x k blocks (k: the power of two at
+    or under the source pixels per crop pixel), with the transform that maps it onto the same
+    crop: afterwards a crop pixel spans one to two block pixels, so bilinear sampling touches
+    every one. Only the region under the crop is read, and halved log2(k) times: OpenCV's 2x
+    INTER_AREA is its fast path (0.3 ms for 840 px; one 3x or 4x step: 1.5-2 ms)."""
     corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
     back = cv2.invertAffineTransform(transform.astype(np.float64))
     source = corners @ back[:, :2].T + back[:, 2]
@@ -78,9 +79,10 @@ def _box_shrink(
     x1, y1 = x0 + (x1 - x0) // k * k, y0 + (y1 - y0) // k * k  # whole blocks only
     if x1 <= x0 or y1 <= y0:  # the crop lies outside the image: nothing to average
         return image, transform
-    small = cv2.resize(
-        image[y0:y1, x0:x1], ((x1 - x0) // k, (y1 - y0) // k), interpolation=cv2.INTER_AREA
-    )
+    small = image[y0:y1, x0:x1]
+    while small.shape[1] > (x1 - x0) // k:  # 2 x 2 means of 2 x 2 means: k x k means
+        half = (small.shape[1] // 2, small.shape[0] // 2)
+        small = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
     # Block j's centre is source pixel x0 + j*k + (k-1)/2: compose the transform with that.
     offset = np.array([x0 + (k - 1) / 2, y0 + (k - 1) / 2])
     linear = transform[:, :2].astype(np.float64)
