@@ -131,7 +131,7 @@ def main() -> None:
             for name, fn in work.items():
                 best[name] = max(best[name], cpu_rate(fn))
         rss = peak_rss(short, base / "r1"), peak_rss(long, base / "r2")
-        large = synth_bp4d(base / "c", args.frames // 2)
+        large = synth_bp4d(base / "c", args.frames)
         jpeg = {
             r: PreprocessOptions("bp4d", large, base / f"j{r}", force=True, reduce_decode=r)
             for r in (False, True)

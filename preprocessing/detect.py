@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -82,15 +83,20 @@ def eyes_from_box(box: Box) -> np.ndarray:
     )
 
 
+@cache
+def _cascade() -> cv2.CascadeClassifier:
+    """Loaded once per process (~10 ms, a cost per sequence otherwise); a task uses it from
+    one thread at a time."""
+    return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml")
+
+
 class FaceDetector:
     """One frame at a time; remembers the last face to search around it (`reset()` forgets)."""
 
     def __init__(self, cfg: DetectorConfig = DetectorConfig()) -> None:
         self.cfg = cfg
         cv2.setNumThreads(1)
-        self.face = cv2.CascadeClassifier(
-            cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml"
-        )
+        self.face = _cascade()
         self.clahe = cv2.createCLAHE(2.0, (8, 8))
         self.yunet = None
         if cfg.yunet_model is not None:
