@@ -118,12 +118,10 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
     result = SequenceResult(seq.key, seq.subject, seq.task, reader.part(seq.subject))
     path = shard_path(opts.shard_dir, opts.dataset, seq.key)
     if path.exists() and not opts.force:
-        table = pq.read_table(path, columns=["face_found"])
-        result.reduce = int((pq.read_metadata(path).metadata or {}).get(REDUCE_KEY, b"1"))
-        result.frames, result.faces = (
-            table.num_rows,
-            int(sum(table.column("face_found").to_pylist())),
-        )
+        shard = pq.ParquetFile(path)  # one footer read for the rows and the metadata
+        found = shard.read(columns=["face_found"]).column("face_found")
+        result.frames, result.faces = shard.metadata.num_rows, int(sum(found.to_pylist()))
+        result.reduce = int((shard.metadata.metadata or {}).get(REDUCE_KEY, b"1"))
         result.skipped = True
         return result
     tracker = FaceTracker(opts.detector, continuous=seq.continuous)
