@@ -47,36 +47,19 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 """
 
 
-def synth_disfa(out: Path, frames: int) -> Path:
-    generate(
-        make_spec(
-            out,
-            "demo",
-            datasets=("disfa",),
-            subjects=3,
-            frames_per_task=frames // 4,
-            image_size=(640, 480),
-            workers=2,
-        ),
-        show_progress=False,
+def synth(out: Path, dataset: str, frames_per_task: int, size: tuple[int, int]) -> Path:
+    """A synthetic dataset of 3 subjects (one per fold part); its reader's root."""
+    spec = make_spec(
+        out,
+        "demo",
+        datasets=(dataset,),
+        subjects=3,
+        frames_per_task=frames_per_task,
+        image_size=size,
+        workers=2,
     )
-    return out / "DISFA"
-
-
-def synth_bp4d(out: Path, frames: int) -> Path:
-    generate(
-        make_spec(
-            out,
-            "test",
-            datasets=("bp4d",),
-            subjects=3,
-            frames_per_task=max(1, frames // 24),
-            image_size=(1040, 1392),
-            workers=2,
-        ),
-        show_progress=False,
-    )
-    return out / "BP4D"
+    generate(spec, show_progress=False)
+    return spec.root(dataset)
 
 
 def cpu_rate(work: Callable[[], int]) -> float:
@@ -111,7 +94,9 @@ def main() -> None:
     cv2.setNumThreads(1)  # per core: one sequence per single-threaded task
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        short, long = synth_disfa(base / "a", args.frames), synth_disfa(base / "b", 2 * args.frames)
+        # A DISFA video holds 4x frames_per_task frames; BP4D has 8 tasks x 3 subjects.
+        short = synth(base / "a", "disfa", args.frames // 4, (640, 480))
+        long = synth(base / "b", "disfa", args.frames // 2, (640, 480))
         videos = sorted((short / "Videos_LeftCamera").glob("*.avi"))
         opts = PreprocessOptions("disfa", short, base / "s", force=True)
         sequences = plan(opts)[0]
@@ -131,7 +116,7 @@ def main() -> None:
             for name, fn in work.items():
                 best[name] = max(best[name], cpu_rate(fn))
         rss = peak_rss(short, base / "r1"), peak_rss(long, base / "r2")
-        large = synth_bp4d(base / "c", args.frames)
+        large = synth(base / "c", "bp4d", max(1, args.frames // 24), (1040, 1392))
         jpeg = {
             r: PreprocessOptions("bp4d", large, base / f"j{r}", force=True, reduce_decode=r)
             for r in (False, True)
