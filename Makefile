@@ -7,14 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= data
 PYTEST_ARGS ?=
+# MTCNN's weights (MIT) ship in this wheel; installed without its dependencies, which pin an
+# old torch and numpy (README, "Face front end"). Nothing imports the package.
+MTCNN_WEIGHTS := facenet-pytorch==2.6.0
 
 .PHONY: install demo test lint typecheck browser clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q --upgrade "pip>=24" "setuptools>=68"
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps $(MTCNN_WEIGHTS)
 	touch $(STAMP)
 
 install: $(STAMP)

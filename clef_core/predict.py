@@ -34,6 +34,7 @@ class FrameResult:
     face_found: bool
     face_score: float
     box: tuple[float, float, float, float]  # x, y, w, h in frame pixels (zeros: no face)
+    points: np.ndarray | None  # [5, 2] landmarks in frame pixels (detect.Detection's order)
     scores: dict[str, float]  # column name -> probability (empty when no face)
 
 
@@ -168,14 +169,13 @@ class Predictor:
     ) -> Iterator[FrameResult]:
         """One result per BGR frame, in order; faces found in a thread, scored in batches.
 
-        `stride`: frames of one video taken every `stride` source frames, so faces are tracked
-        between keyframes as in preprocessing (closer keyframes when the stride is larger);
-        None: unrelated images, each searched on its own."""
-        from preprocessing.align import eye_transform, warp
+        `stride`: frames of one video taken every `stride` source frames, so a face found is
+        followed from frame to frame as in preprocessing; None: unrelated images, each searched
+        on its own. Faces are found on the predictor's device (MTCNN runs there too)."""
+        from preprocessing.align import face_transform, warp
         from preprocessing.detect import DetectorConfig, FaceTracker
 
-        every = DetectorConfig().detect_every // stride if stride else 1
-        tracker = FaceTracker(DetectorConfig(detect_every=max(1, every)), stride is not None)
+        tracker = FaceTracker(DetectorConfig(device=str(self.device)), stride is not None)
         size = 224  # as the shards were aligned (preprocessing default), then resized
         found_q: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         errors: list[BaseException] = []
@@ -186,7 +186,7 @@ class Predictor:
                     crop = (
                         None
                         if d is None
-                        else warp(frame, eye_transform(d.eyes, size), size)[..., ::-1]
+                        else warp(frame, face_transform(d.points, size), size)[..., ::-1]
                     )
                     found_q.put((d, crop))
             except BaseException as err:  # re-raised in the caller, after the frames read so far
@@ -215,9 +215,9 @@ class Predictor:
         scored = iter(self._score(np.stack(crops)) if crops else [])
         for d, crop in items:
             if crop is None:
-                yield FrameResult(False, 0.0, (0.0, 0.0, 0.0, 0.0), {})
+                yield FrameResult(False, 0.0, (0.0, 0.0, 0.0, 0.0), None, {})
             else:
-                yield FrameResult(True, d.score, d.box, next(scored))
+                yield FrameResult(True, d.score, d.box, d.points, next(scored))
 
 
 def _slug(text: str) -> str:

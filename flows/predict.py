@@ -87,6 +87,18 @@ def _frames(files: list[Path], every: int, meta: dict) -> Iterator[np.ndarray]:
         yield image
 
 
+LANDMARK_COLUMNS = [f"x_{i}" for i in range(5)] + [f"y_{i}" for i in range(5)]
+
+
+def landmark_columns(points: np.ndarray | None) -> dict[str, float | None]:
+    """x_0..x_4, y_0..y_4 in frame pixels (image-left eye, image-right eye, nose tip, mouth
+    left, mouth right); empty where no face was found."""
+    if points is None:
+        return dict.fromkeys(LANDMARK_COLUMNS)
+    values = np.concatenate([points[:, 0], points[:, 1]])
+    return {c: round(float(v), 2) for c, v in zip(LANDMARK_COLUMNS, values, strict=True)}
+
+
 def predict_item(
     predictor: Predictor, name: str, files: list[Path], out: Path, every: int
 ) -> InputResult:
@@ -107,6 +119,7 @@ def predict_item(
             row = {"frame": meta["index"][i], "timestamp_s": meta["time"][i], "file": meta["file"][i],
                    "face_found": int(r.face_found), "face_score": r.face_score,
                    "face_x": x, "face_y": y, "face_w": w, "face_h": h}  # fmt: skip
+            row.update(landmark_columns(r.points))
             row.update({c: r.scores.get(c) for c in columns})
             result.rows.append(row)
             result.faces += r.face_found

@@ -1,5 +1,6 @@
-"""Face alignment: a similarity transform that puts the eyes at fixed places in a square crop,
-or a box crop when the eyes are unknown."""
+"""Face alignment: a similarity transform (rotation, uniform scale, shift) that puts a face's 5
+landmarks as near as possible (least squares) to a fixed template in a square crop, so roll is
+undone and every crop frames the face the same way; or a box crop when a dataset gives a box."""
 
 from __future__ import annotations
 
@@ -8,9 +9,30 @@ import math
 import cv2
 import numpy as np
 
-# Eye centres in the aligned crop, as fractions of its side (the whole face, chin included).
-LEFT_EYE = (0.36, 0.42)
-RIGHT_EYE = (0.64, 0.42)
+# The 5-point template, as fractions of the crop's side, in the landmark order (image-left
+# eye, image-right eye, nose tip, mouth left, mouth right). Ours: ArcFace's 112-px template
+# (Deng et al., CVPR 2019) made left-right symmetric and scaled about its eye centre so the
+# eyes sit 0.28 of the side apart on a line 0.42 down: the whole face, brows to chin, as
+# facial action coding needs (ArcFace's own crop cuts the forehead and chin).
+TEMPLATE = np.array(
+    [[0.36, 0.42], [0.64, 0.42], [0.50, 0.58], [0.384, 0.745], [0.616, 0.745]], np.float64
+)
+LEFT_EYE, RIGHT_EYE = tuple(TEMPLATE[0]), tuple(TEMPLATE[1])
+
+
+def face_transform(points: np.ndarray, size: int) -> np.ndarray:
+    """2x3 least-squares similarity mapping 5 landmarks [5, 2] onto the template of a crop.
+
+    In complex numbers a similarity is z -> a z + b; the least-squares a is
+    sum(conj(s) d) / sum(|s|^2) over the centred points (Umeyama 1991, in 2D), which cannot
+    reflect the face."""
+    src = np.asarray(points, np.float64)
+    src = src[:, 0] + 1j * src[:, 1]
+    dst = TEMPLATE[:, 0] * size + 1j * TEMPLATE[:, 1] * size
+    s, d = src - src.mean(), dst - dst.mean()
+    a = np.sum(np.conj(s) * d) / max(float(np.sum(np.abs(s) ** 2)), 1e-9)
+    b = dst.mean() - a * src.mean()
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], np.float32)
 
 
 def eye_transform(eyes: np.ndarray, size: int) -> np.ndarray:
@@ -91,4 +113,10 @@ def _box_shrink(
 
 
 def align_by_eyes(image: np.ndarray, eyes: np.ndarray, size: int) -> np.ndarray:
+    """A crop from the eyes alone (the synthetic generator's aligned FER layouts)."""
     return warp(image, eye_transform(eyes, size), size)
+
+
+def align_face(image: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
+    """The face with landmarks `points` aligned to the template in a size x size crop."""
+    return warp(image, face_transform(points, size), size)

@@ -20,14 +20,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clef_core import __version__
 from clef_core.errors import ClefError
-from preprocessing.align import box_transform, eye_transform, warp
+from preprocessing.align import box_transform, face_transform, warp
 from preprocessing.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
 from preprocessing.readers import FrameItem, Reader, SequenceRef, get_reader
-from preprocessing.shards import ShardWriter, shard_path, write_manifest
+from preprocessing.shards import SCHEMA, ShardWriter, shard_path, write_manifest
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def needs_face(item: FrameItem) -> np.ndarray | None:
 def align_item(
     item: FrameItem, found: Detection | None, size: int
 ) -> tuple[np.ndarray, bool, float]:
-    """The aligned face crop (BGR, size x size), whether a face was found, and its score."""
+    """The aligned face crop (BGR, size x size), whether a face was found, and its score
+    (1.0 where the dataset gives the face)."""
     assert item.image is not None
     if item.aligned:  # already aligned by the dataset (RAF-DB aligned, FERPlus)
         return cv2.resize(item.image, (size, size), interpolation=cv2.INTER_CUBIC), True, 1.0
@@ -88,7 +90,16 @@ def align_item(
         return warp(item.image, box_transform(item.box, size, margin=0.1), size), True, 1.0
     if found is None:  # kept, flagged: the row stays so no frame is silently dropped
         return centre_crop(item.image, size), False, 0.0
-    return warp(item.image, eye_transform(found.eyes, size), size), True, found.score
+    return warp(item.image, face_transform(found.points, size), size), True, found.score
+
+
+def landmarks(found: Detection | None, reduce: int) -> list[float] | None:
+    """The shard's landmark column: x0..x4 then y0..y4 in the source frame's pixels (frames
+    decoded at 1/reduce size are scaled back), None where no face was searched or found."""
+    if found is None:
+        return None
+    points = found.points.astype(np.float64) * reduce
+    return [float(v) for v in np.concatenate([points[:, 0], points[:, 1]])]
 
 
 def decode_reduction(
@@ -103,12 +114,25 @@ def decode_reduction(
     for item in islice(reader.frames(seq), probes):
         found = None if item.image is None else detector.detect(item.image)
         if found is not None:
-            side = size / math.hypot(*eye_transform(found.eyes, size)[:, 0])  # crop's source
+            side = size / math.hypot(*face_transform(found.points, size)[:, 0])  # crop's source
             reduce = 1
             while reduce < 8 and side / (2 * reduce) >= REDUCE_HEADROOM * size:
                 reduce *= 2
             return reduce
     return 1
+
+
+def finished_shard(path: Path) -> pq.ParquetFile | None:
+    """The shard at `path` when it is complete and of today's schema (one footer read), else
+    None: a shard written before a schema change (say, before landmarks) or cut short is
+    built again, since it is only a cache of its source."""
+    if not path.exists():
+        return None
+    try:
+        shard = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid):
+        return None
+    return shard if shard.schema_arrow.equals(SCHEMA) else None
 
 
 def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResult:
@@ -117,8 +141,8 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
     reader = get_reader(opts.dataset, opts.root)
     result = SequenceResult(seq.key, seq.subject, seq.task, reader.part(seq.subject))
     path = shard_path(opts.shard_dir, opts.dataset, seq.key)
-    if path.exists() and not opts.force:
-        shard = pq.ParquetFile(path)  # one footer read for the rows and the metadata
+    shard = None if opts.force else finished_shard(path)
+    if shard is not None:
         found = shard.read(columns=["face_found"]).column("face_found")
         result.frames, result.faces = shard.metadata.num_rows, int(sum(found.to_pylist()))
         result.reduce = int((shard.metadata.metadata or {}).get(REDUCE_KEY, b"1"))
@@ -145,6 +169,7 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
                     "image": jpeg.tobytes(),
                     "face_found": found,
                     "face_score": score,
+                    "landmarks": landmarks(detection, result.reduce),
                     "au": item.au if item.au is not None else [],
                     "expression": item.expression,
                     "part": result.part,

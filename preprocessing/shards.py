@@ -24,6 +24,7 @@ SCHEMA = pa.schema(
         ("image", pa.binary()),
         ("face_found", pa.bool_()),
         ("face_score", pa.float32()),
+        ("landmarks", pa.list_(pa.float32())),
         ("au", pa.list_(pa.int8())),
         ("expression", pa.int16()),
         ("part", pa.int8()),

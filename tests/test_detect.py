@@ -1,152 +1,174 @@
-"""Keyframe face tracking: which frames are searched, what the others get, and how close the
-faces are to the rendered ones on the synthetic DISFA videos."""
+"""The face front end (MTCNN + O-Net tracking + One Euro smoothing) on real photographs and
+videos made from them, then on the synthetic set as a regression check: faces found, none on
+faceless images, eye landmarks against hand annotation or rendered truth, and what the tracker
+searches."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from preprocessing.align import face_transform
 from preprocessing.decode import iter_video
-from preprocessing.detect import Box, Detection, DetectorConfig, FaceDetector, FaceTracker
+from preprocessing.detect import DetectorConfig, FaceDetector, FaceTracker
+from tests.real_faces import (
+    PORTRAITS,
+    Photo,
+    eye_error,
+    faceless,
+    moving_video,
+    portrait,
+    variants,
+)
 
 
-class Scripted(FaceDetector):
-    """Faces read from a script by frame id (the frame's first pixel), and every search logged:
-    the tracker's decisions, without a cascade's noise."""
-
-    def __init__(self, faces: dict[int, Box | None]) -> None:
-        super().__init__(DetectorConfig())
-        self.faces = faces
-        self.searched: list[tuple[str, int]] = []
-
-    def _at(self, frame: np.ndarray) -> Detection | None:
-        box = self.faces[int(frame[0, 0, 0])]
-        return None if box is None else Detection(box, np.array([[box[0], 0], [box[1], 0]]), 1.0)
-
-    def detect(self, frame: np.ndarray) -> Detection | None:
-        self.searched.append(("frame", int(frame[0, 0, 0])))
-        return self._at(frame)
-
-    def detect_near(self, frame: np.ndarray, box: Box) -> Detection | None:
-        self.searched.append(("near", int(frame[0, 0, 0])))
-        return self._at(frame)
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
 
 
-def frame(i: int) -> np.ndarray:
-    return np.full((4, 4, 3), i, np.uint8)
+@pytest.fixture(scope="module")
+def videos() -> dict[str, list[Photo]]:
+    return {name: moving_video(portrait(name)) for name in PORTRAITS}
 
 
-def track(faces: dict[int, Box | None], every: int, gaps: tuple[int, ...] = ()) -> tuple:
-    """Run the tracker over frames 0..n-1 (ids in `gaps` need no face) without smoothing."""
-    det = Scripted(faces)
-    tracker = FaceTracker(DetectorConfig(detect_every=every, smoothing=1.0), detector=det)
-    items = [(i, None if i in gaps else frame(i)) for i in range(len(faces))]
+def test_real_portraits_rolled_dark_mirrored_and_small_are_found_with_their_eyes(
+    detector: FaceDetector,
+) -> None:
+    """Eyes against hand annotation (moved by the known transform): MTCNN's O-Net is at
+    2-8% of the inter-ocular distance on these (facenet-pytorch's own code: 8-9% on the
+    upright two), about 1 px of annotation uncertainty included."""
+    errors = {}
+    for name in PORTRAITS:
+        for photo in [portrait(name), *variants(portrait(name))]:
+            found = detector.detect(photo.image)
+            assert found is not None, f"no face found in {photo.name}"
+            assert found.score > 0.9
+            assert photo.eyes is not None
+            errors[photo.name] = eye_error(found.points, photo.eyes)
+            assert found.points[0, 0] < found.points[1, 0]  # image-left eye first
+            assert found.points[3, 0] < found.points[4, 0]  # image-left mouth corner first
+            assert found.points[2, 1] > found.points[:2, 1].mean()  # nose under the eyes
+    assert len(errors) == 16
+    assert np.median(list(errors.values())) < 0.055, errors
+    assert max(errors.values()) < 0.09, errors
+
+
+def test_faceless_photographs_have_no_face(detector: FaceDetector) -> None:
+    for photo in faceless():  # a coffee cup, a cat, a rocket, coins
+        assert detector.detect(photo.image) is None, photo.name
+
+
+def track(
+    frames: list[Photo], cfg: DetectorConfig = DetectorConfig()
+) -> tuple[list[float | None], FaceTracker]:
+    tracker = FaceTracker(cfg)
+    out = tracker.track((p, p.image) for p in frames)
+    return [None if d is None else eye_error(d.points, p.eyes) for p, d in out], tracker
+
+
+def test_a_moving_rolling_dimming_real_face_is_followed_on_every_frame(
+    videos: dict[str, list[Photo]],
+) -> None:
+    """60 frames: drifting up to 6 px a frame, rolling -30..30 degrees, scaling by a fifth,
+    dimming to half: one whole-frame search, O-Net follows the rest."""
+    for name, frames in videos.items():
+        errors, tracker = track(frames)
+        assert all(e is not None for e in errors), name
+        found = np.array(errors, float)
+        assert tracker.searches == 1, name
+        assert np.median(found) < 0.07 and found.max() < 0.13, (name, found.round(3))
+
+
+def test_smoothing_removes_jitter_without_lagging_behind_motion(
+    videos: dict[str, list[Photo]],
+) -> None:
+    """On a still face the smoothed landmarks move about half as much as O-Net's raw ones;
+    on the moving video they are no further from the truth than the raw ones."""
+    raw_cfg = DetectorConfig(smooth_min_cutoff=1e6)  # alpha = 1: no smoothing
+    photo = portrait("astronaut")
+    rng = np.random.default_rng(0)
+    still = [  # the same face with fresh sensor noise each frame
+        Photo("still", np.clip(photo.image + rng.normal(0, 6, photo.image.shape), 0, 255).astype(np.uint8), photo.eyes)
+        for _ in range(30)
+    ]  # fmt: skip
+
+    def spread(cfg: DetectorConfig) -> float:
+        out = [d.points for _, d in FaceTracker(cfg).track((p, p.image) for p in still)]
+        return float(np.std(np.stack(out)[5:], axis=0).mean())
+
+    assert spread(DetectorConfig()) < 0.6 * spread(raw_cfg)  # measured: 0.43
+    for frames in videos.values():
+        smooth, _ = track(frames)
+        raw, _ = track(frames, raw_cfg)
+        assert np.median(np.array(smooth, float)) <= np.median(np.array(raw, float)) + 0.005
+
+
+def test_a_cut_to_another_face_is_followed_within_two_frames(
+    videos: dict[str, list[Photo]],
+) -> None:
+    cut = videos["astronaut"][:20] + videos["grace_hopper"][20:40]
+    errors, _ = track(cut)
+    assert all(e is not None and e < 0.13 for e in errors[:20] + errors[22:]), errors
+
+
+def test_frames_without_a_face_to_find_pass_through_and_the_next_is_searched_whole(
+    videos: dict[str, list[Photo]],
+) -> None:
+    frames = videos["astronaut"][:10]
+    tracker = FaceTracker()
+    items = [(i, None if i == 5 else p.image) for i, p in enumerate(frames)]
     out = list(tracker.track(items))
-    return out, det.searched
-
-
-def moving(n: int) -> dict[int, Box | None]:
-    return {i: (100.0 + 2 * i, 50.0, 80.0, 80.0) for i in range(n)}
-
-
-def test_keyframes_only_are_searched_and_the_frames_between_interpolated() -> None:
-    faces = moving(18)
-    out, searched = track(faces, every=4)
-    assert [i for i, _ in out] == list(range(18))  # every frame, in order
-    assert searched == [("frame", k) for k in (0, 4, 8, 12, 16, 17)]  # the last frame closes
-    for i, d in out:
-        assert d is not None and np.allclose(d.box, faces[i])  # linear motion: exact
-
-
-def test_a_lost_face_is_followed_until_the_first_miss_and_a_new_one_back_from_its_keyframe() -> (
-    None
-):
-    faces = moving(17)
-    for i in range(6, 11):  # gone from frame 6 to 10
-        faces[i] = None
-    out, searched = track(faces, every=4)
-    assert [d is not None for _, d in out] == [faces[i] is not None for i in range(17)]
-    # Keyframe 8 misses: 5 and 6 are searched (6 misses, 7 is not tried); keyframe 12 finds
-    # it again: 11 and 10 are searched backwards (10 misses, 9 is not tried).
-    near = [i for kind, i in searched if kind == "near"]
-    assert near == [5, 6, 11, 10]
-
-
-def test_frames_without_a_face_to_find_pass_through_in_order_and_restart_the_track() -> None:
-    faces = moving(10)
-    out, searched = track(faces, every=4, gaps=(5,))
     assert [i for i, _ in out] == list(range(10))
-    assert out[5][1] is None
-    assert ("frame", 6) in searched  # the first frame after the break is a keyframe
-    assert all(np.allclose(d.box, faces[i]) for i, d in out if i != 5)
+    assert out[5][1] is None and all(d is not None for i, d in out if i != 5)
+    assert tracker.searches == 2  # frame 0, and frame 6 after the break
 
 
-def test_a_jump_between_keyframes_searches_every_frame_between() -> None:
-    faces = moving(9)
-    for i in range(6, 9):
-        faces[i] = (400.0, 300.0, 80.0, 80.0)  # a cut: the face is elsewhere from frame 6
-    out, searched = track(faces, every=4)
-    assert [i for kind, i in searched if kind == "near"] == [5, 6, 7]
-    assert all(np.allclose(d.box, faces[i]) for i, d in out)
+def test_frames_read_before_a_decode_error_still_come_out(
+    videos: dict[str, list[Photo]],
+) -> None:
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for i, p in enumerate(videos["astronaut"][:4]):
+            yield i, p.image
+        raise OSError("truncated")
+
+    out = []
+    with pytest.raises(OSError, match="truncated"):
+        out.extend(FaceTracker().track(frames()))
+    assert [i for i, _ in out] == [0, 1, 2, 3]
 
 
-class Counting(FaceDetector):
-    """The real cascade, with its searches counted."""
-
-    searches = 0
-
-    def _search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        Counting.searches += 1
-        return super()._search(*args, **kwargs)
-
-
-def test_keyframes_stay_close_to_every_frame_search_on_synthetic_video(synth_root: Path) -> None:
-    """Real cascade: keyframes every 8 frames find as many faces as searching every frame, the
-    eyes about as close to the rendered ones, with several times fewer searches."""
+def test_synthetic_regression_faces_eyes_and_level_crops(synth_root: Path) -> None:
+    """On the generator's truth (DISFA videos): every visible face found, none where the face
+    is hidden, eyes within 5% of the inter-ocular distance (median; ~3.5 of it is a constant
+    vertical offset between O-Net's eye point and the renderer's), and the eye line level in
+    the aligned crop within 3 degrees (faces roll up to ~11)."""
     truth = {
         (r["subject"], r["frame"]): r
         for r in pq.read_table(synth_root / "truth/disfa.parquet").to_pylist()
     }
-    videos = sorted((synth_root / "DISFA/Videos_LeftCamera").glob("*.avi"))[:3]
-
-    def run(every: int) -> tuple[float, float, int]:
-        errors, found, visible = [], 0, 0
-        Counting.searches = 0
-        for video in videos:
-            subject = video.stem.removeprefix("LeftVideo").removesuffix("_comp")
-            tracker = FaceTracker(DetectorConfig(detect_every=every), detector=Counting())
-            for (index, _), d in tracker.track(((i, f), f) for i, f in iter_video(video)):
-                t = truth[(subject, index + 1)]
-                if not t["visible"]:
-                    continue
-                visible += 1
-                if d is not None:
-                    found += 1
-                    eyes = np.array(t["eyes"]).reshape(2, 2)
-                    iod = np.linalg.norm(eyes[1] - eyes[0])
-                    errors.append(np.linalg.norm(d.eyes - eyes, axis=1).mean() / iod)
-        return found / visible, float(np.median(errors)), Counting.searches
-
-    found1, error1, searches1 = run(1)
-    found8, error8, searches8 = run(8)
-    assert found8 >= found1 - 0.02 and found8 >= 0.95
-    assert error8 < error1 + 0.03 and error8 < 0.2
-    assert searches8 < searches1 / 3
-
-
-def test_frames_read_before_a_decode_error_still_come_out() -> None:
-    faces = moving(11)
-
-    def frames():  # type: ignore[no-untyped-def]
-        for i in range(11):
-            yield i, frame(i)
-        raise OSError("truncated")
-
-    tracker = FaceTracker(DetectorConfig(detect_every=4), detector=Scripted(faces))
-    out = []
-    with pytest.raises(OSError, match="truncated"):
-        out.extend(tracker.track(frames()))
-    assert [i for i, _ in out] == list(range(11))
+    found = visible = false_faces = 0
+    errors, tilts = [], []
+    for video in sorted((synth_root / "DISFA/Videos_LeftCamera").glob("*.avi")):
+        subject = video.stem.removeprefix("LeftVideo").removesuffix("_comp")
+        for (index, _), d in FaceTracker().track(((i, f), f) for i, f in iter_video(video)):
+            t = truth[(subject, index + 1)]
+            if not t["visible"]:
+                false_faces += d is not None
+                continue
+            visible += 1
+            if d is None:
+                continue
+            found += 1
+            eyes = np.array(t["eyes"]).reshape(2, 2)
+            errors.append(eye_error(d.points, eyes))
+            m = face_transform(d.points, 224)
+            (lx, ly), (rx, ry) = eyes @ m[:, :2].T + m[:, 2]
+            tilts.append(abs(np.degrees(np.arctan2(ry - ly, rx - lx))))
+    assert found / visible >= 0.98 and false_faces == 0
+    assert np.median(errors) <= 0.05
+    assert np.percentile(tilts, 99) < 3.0

@@ -162,6 +162,18 @@ def test_bad_inputs_are_reported_and_the_rest_goes_on(
     header = (out / "clip_01.csv").read_text().splitlines()[0].split(",")
     assert header[:9] == ['"frame"', '"timestamp_s"', '"file"', '"face_found"', '"face_score"',
                           '"face_x"', '"face_y"', '"face_w"', '"face_h"']  # fmt: skip
+    marks = [f"x_{i}" for i in range(5)] + [f"y_{i}" for i in range(5)]
+    assert header[9:19] == [f'"{c}"' for c in marks]
+    # Landmarks in frame pixels: the eyes (points 0 and 1) where the renderer put them.
+    truth = _truth(synth_root, "clip_01.mp4")
+    for r, t in zip(clip_rows, truth, strict=True):
+        if not r["face_found"]:
+            assert all(r[c] is None for c in marks)
+            continue
+        eyes = np.array(t["eyes"]).reshape(2, 2)
+        found = np.array([[r["x_0"], r["y_0"]], [r["x_1"], r["y_1"]]])
+        iod = np.linalg.norm(eyes[1] - eyes[0])
+        assert np.linalg.norm(found - eyes, axis=1).max() < 0.12 * iod, (r["frame"], found, eyes)
 
     nothing = _clef(str(notes), "--model", str(model_dir), "--out", str(out))
     assert nothing.returncode == 1 and "no input could be processed" in nothing.stdout

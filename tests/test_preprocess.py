@@ -156,6 +156,41 @@ def test_shard_schema(shards, tmp_path: Path) -> None:  # type: ignore[no-untype
         read_manifest(tmp_path, "disfa")
 
 
+def test_landmarks_are_stored_in_source_frame_pixels(shards, synth_root: Path) -> None:  # type: ignore[no-untyped-def]
+    """x0..x4 then y0..y4: the eyes (points 0 and 1) where the renderer drew them; no
+    landmarks where no face was found or the dataset gives the face."""
+    rows, _ = shards["bp4d"]
+    by_key = {(t["subject"], t["task"], t["frame"]): t for t in truth(synth_root, "bp4d")}
+    errors = []
+    for r in rows:
+        if not r["face_found"]:
+            assert r["landmarks"] is None and r["face_score"] == 0
+            continue
+        assert len(r["landmarks"]) == 10 and 0.5 < r["face_score"] <= 1
+        xs, ys = np.array(r["landmarks"][:5]), np.array(r["landmarks"][5:])
+        eyes = np.array(by_key[(r["subject"], r["task"], r["frame"])]["eyes"]).reshape(2, 2)
+        iod = np.linalg.norm(eyes[1] - eyes[0])
+        errors.append(np.linalg.norm(np.stack([xs[:2], ys[:2]], 1) - eyes, axis=1).mean() / iod)
+    assert np.median(errors) < 0.06
+    fer_rows, _ = shards["ferplus"]  # aligned by the dataset: nothing searched
+    assert all(r["landmarks"] is None for r in fer_rows)
+
+
+def test_a_cut_or_outdated_shard_is_built_again(synth_root: Path, tmp_path: Path) -> None:
+    """A shard is a cache of its source: one cut short, or of an older schema (no landmarks
+    column), is not skipped but rebuilt, to the same rows as a fresh run."""
+    import pyarrow.parquet as pq
+
+    root = synth_root / "DISFA"
+    rows, manifest = run_inline("disfa", root, tmp_path)
+    first, second = (tmp_path / "disfa" / name for name in manifest["shards"][:2])
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])
+    pq.write_table(pq.read_table(second).drop_columns(["landmarks"]), second)
+    again, _ = run_inline("disfa", root, tmp_path)
+    assert again == rows
+
+
 def test_missing_or_wrong_root_is_one_clear_error(tmp_path: Path, synth_root: Path) -> None:
     with pytest.raises(ClefError, match="does not exist"):
         plan(PreprocessOptions("bp4d", tmp_path / "nope", tmp_path))
