@@ -40,6 +40,14 @@ def row_key(subject: str | None, task: str | None, frame: int) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 
 
+def row_keys(subjects: Sequence, tasks: Sequence, frames: Sequence) -> np.ndarray:
+    """`row_key` of each row of a batch's id columns: the int64 `row` column of evaluation
+    batches (what `train.predict` collects)."""
+    return np.array(
+        [row_key(s, t, f) for s, t, f in zip(subjects, tasks, frames, strict=True)], np.int64
+    )
+
+
 def shard_files(shard_dir: Path, dataset: str) -> list[str]:
     import json
 
@@ -113,13 +121,7 @@ def decode_batch(
     out: dict[str, np.ndarray] = {}
     if views == 0:
         out["image"] = resize(rgb, size).numpy()
-        out["row"] = np.array(
-            [
-                row_key(*r)
-                for r in zip(batch["subject"], batch["task"], batch["frame"], strict=True)
-            ],
-            np.int64,
-        )
+        out["row"] = row_keys(batch["subject"], batch["task"], batch["frame"])
     elif views == 1:
         out["image"] = augment(rgb, size, augment_cfg, gen).numpy()
     else:

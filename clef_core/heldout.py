@@ -11,6 +11,7 @@ id columns (no images read).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from clef_core.labels import LabelSpace
 from clef_core.metrics import majority_class
 from clef_core.train import Predictions, metrics_of
 
+log = logging.getLogger(__name__)
 FILE = "predictions.parquet"
 META_KEY = b"clef"
 
@@ -74,13 +76,17 @@ def predictions_table(
     ids: dict[int, tuple[str, str | None, int]],
     meta: dict[str, Any],
 ) -> pa.Table:
-    """One row per held-out frame, sorted by subject, task and frame."""
+    """One row per held-out frame, sorted by subject, task and frame. Predictions without
+    row keys (a data path that does not carry them) keep the targets and scores, so every
+    metric still recomputes, with empty ids and a warning: a unit is not failed for it."""
     if pred.rows is None:
-        raise ClefError("these predictions carry no row keys (saved by an older version)")
-    missing = [int(k) for k in pred.rows if int(k) not in ids]
-    if missing:
-        raise ClefError(f"{len(missing)} predicted rows are not in the held-out split's shards")
-    subject, task, frame = zip(*(ids[int(k)] for k in pred.rows), strict=True)
+        log.warning("held-out predictions without row keys: predictions.parquet has no ids")
+        subject = task = frame = (None,) * len(pred.scores)
+    else:
+        missing = [int(k) for k in pred.rows if int(k) not in ids]
+        if missing:
+            raise ClefError(f"{len(missing)} predicted rows are not in the held-out split")
+        subject, task, frame = zip(*(ids[int(k)] for k in pred.rows), strict=True)
     columns: dict[str, Any] = {
         "subject": pa.array(subject, pa.string()),
         "task": pa.array(task, pa.string()),
@@ -95,7 +101,8 @@ def predictions_table(
         columns["target"] = pa.array(pred.targets, pa.int16())
         for c, name in enumerate(space.labels):
             columns[f"score_{name}"] = pa.array(pred.scores[:, c], pa.float32())
-    info = {"kind": space.kind, "labels": list(space.labels), **meta}
+    info = {"kind": space.kind, "labels": list(space.labels), "ids": pred.rows is not None}
+    info |= meta
     table = pa.table(columns).replace_schema_metadata({META_KEY: json.dumps(info).encode()})
     return table.sort_by([("subject", "ascending"), ("task", "ascending"), ("frame", "ascending")])
 

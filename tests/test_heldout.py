@@ -135,7 +135,12 @@ def test_fer_predictions_recompute_accuracy_majority_and_auc(
     assert metrics["accuracy_baseline"] == pytest.approx(np.mean(t == info["majority_class"]))
     per_class = [roc_auc_score(t == c, p[:, c]) for c in sorted(set(t))]
     assert metrics["auc_macro"] == pytest.approx(np.mean(per_class), abs=1e-6)
-    assert metrics_from(path) == metrics
+    assert metrics_from(path) == metrics and info["ids"] is True
+    # A data path that lost the row keys still yields every metric (ids empty), not a failure.
+    np.savez(checkpoint / "predictions.npz", scores=scores, targets=target,
+             features=np.zeros((0, 4)))  # fmt: skip
+    assert save_held_out(checkpoint, path, shard_dir, "rafdb", (0,), (1,), 0.5) == metrics
+    assert read_predictions(path)[2]["ids"] is False
 
 
 def save_checkpoint_meta(folder: Path, kind: str, labels: list) -> None:
