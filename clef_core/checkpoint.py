@@ -50,14 +50,15 @@ def save_checkpoint(
 
 
 def save_predictions(path: Path, pred: Any, max_features: int = 2000) -> Path:
-    """Held-out scores and targets (all rows) and image features (a seeded sample, for the
+    """Held-out scores, targets and row keys (all rows) and image features (a seeded sample, for the
     t-SNE plot) as one .npz beside the checkpoint."""
     import numpy as np
 
     keep = np.sort(np.random.default_rng(0).permutation(len(pred.features))[:max_features])
+    rows = {} if getattr(pred, "rows", None) is None else {"rows": pred.rows}  # row identities
     np.savez_compressed(
         path, scores=pred.scores, targets=pred.targets, features=pred.features[keep],
-        feature_rows=keep,
+        feature_rows=keep, **rows,
     )  # fmt: skip
     return path
 

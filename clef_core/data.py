@@ -25,7 +25,27 @@ from clef_core.augment import augment, resize
 from clef_core.config import AugmentConfig
 from clef_core.errors import ClefError
 
-COLUMNS = ["dataset", "task", "image", "au", "expression", "part", "face_found"]
+COLUMNS = ["dataset", "subject", "task", "frame", "image", "au", "expression", "part", "face_found"]
+
+
+def row_key(subject: str | None, task: str | None, frame: int) -> int:
+    """A row's identity (subject, task, frame) as one non-negative int64, so it can ride along
+    the tensor batches (strings cannot) and evaluation can say which frame each score is for
+    (`clef_core.heldout` maps it back and checks it is unique)."""
+    import hashlib
+
+    # A missing task may arrive as None or as NaN (numpy/pandas): both are "no task".
+    subject, task = (v if isinstance(v, str) else "" for v in (subject, task))
+    text = f"{subject}\0{task}\0{int(frame)}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+def row_keys(subjects: Sequence, tasks: Sequence, frames: Sequence) -> np.ndarray:
+    """`row_key` of each row of a batch's id columns: the int64 `row` column of evaluation
+    batches (what `train.predict` collects)."""
+    return np.array(
+        [row_key(s, t, f) for s, t, f in zip(subjects, tasks, frames, strict=True)], np.int64
+    )
 
 
 def shard_files(shard_dir: Path, dataset: str) -> list[str]:
@@ -89,7 +109,7 @@ def decode_batch(
 ) -> dict[str, np.ndarray]:
     """A Ray Data batch (numpy) -> model inputs.
 
-    views=0: `image` resized (evaluation); 1: `image` augmented (stage 2); 2: `view1` and
+    views=0: `image` resized and `row` (`row_key`, int64) (evaluation); 1: `image` augmented (stage 2); 2: `view1` and
     `view2`, two independent augmentations (stage 1). Labels pass through as `au`
     (int8 [B, C]) and `expression`; `activity` (int64) comes from "dataset/task".
     """
@@ -101,6 +121,7 @@ def decode_batch(
     out: dict[str, np.ndarray] = {}
     if views == 0:
         out["image"] = resize(rgb, size).numpy()
+        out["row"] = row_keys(batch["subject"], batch["task"], batch["frame"])
     elif views == 1:
         out["image"] = augment(rgb, size, augment_cfg, gen).numpy()
     else:

@@ -1,7 +1,8 @@
 """Run one protocol unit (a stage on a dataset's fold) end to end: train it on Ray, evaluate
 it, record it in MLflow as a nested run with its plots, and cache its result by key.
 
-A unit's folder `<data_dir>/runs/<unit>-<key>/` holds `checkpoint/` and `result.json`, the
+A unit's folder `<data_dir>/runs/<unit>-<key>/` holds `checkpoint/`, for stage 2 the held-out
+`predictions.parquet` its metrics are recomputed from (`clef_core.heldout`), and `result.json`, the
 latter written last and atomically: a unit whose result exists is not trained again (its
 metrics are logged again under the new reproduction, tagged `clef.cached`), so a rerun after
 a failure redoes only what failed and a rerun with nothing changed finishes at once.
@@ -20,8 +21,10 @@ import numpy as np
 
 from clef_core import plots
 from clef_core.config import ExperimentConfig
+from clef_core.heldout import FILE as PREDICTIONS
+from clef_core.heldout import save_held_out
 from clef_core.labels import LabelSpace
-from clef_core.metrics import au_f1, confusion_matrix
+from clef_core.metrics import always_present_f1, au_auc, au_f1, confusion_matrix
 from clef_core.protocol import Unit, read_manifests, unit_key
 from clef_core.tracking import RunBook
 
@@ -34,7 +37,9 @@ class UnitResult:
     fold: int | None
     key: str
     checkpoint: str  # folder with model.pt + meta.json
-    metrics: dict[str, float]  # final: f1_au<k>/f1_mean or accuracy (stage 2); losses (stage 1)
+    # final: stage 2 f1_au<k>/f1_mean, f1_baseline_*, auc_* (AU) or accuracy, accuracy_baseline,
+    # auc_macro (FER), recomputed from predictions.parquet; stage 1 its losses
+    metrics: dict[str, float]
     run_id: str | None = None  # the MLflow run that trained it
     cached: bool = False
     seconds: float = 0.0
@@ -67,11 +72,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _au_baseline(targets: np.ndarray, labels: tuple) -> dict[int, float]:
-    """F1 of the constant predictor that says every AU is present (the usual floor)."""
-    return au_f1(np.ones_like(targets), targets, labels).per_au
-
-
 def evaluation_artifacts(
     pred: dict[str, np.ndarray], space: LabelSpace, out: Path, title: str, threshold: float
 ) -> list[Path]:
@@ -81,11 +81,9 @@ def evaluation_artifacts(
     sampled = targets[pred["feature_rows"]] if "feature_rows" in pred else targets
     if space.kind == "au":
         f1 = au_f1(scores > threshold, targets, space.labels)
-        paths = [
-            plots.au_f1_bars(
-                f1.per_au, out / "f1_per_au.png", title, _au_baseline(targets, space.labels)
-            )
-        ]
+        baseline = always_present_f1(targets, space.labels).per_au
+        auc = au_auc(scores, targets, space.labels).per_au
+        paths = [plots.au_f1_bars(f1.per_au, out / "f1_per_au.png", title, baseline, auc)]
         # Colour t-SNE points by the AU most often present in the split, shown vs absent.
         top = int(np.argmax((targets > 0).sum(0)))
         groups = (sampled[:, top] > 0).astype(int)
@@ -147,12 +145,23 @@ def run_unit(
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         shutil.copytree(stage.checkpoint, folder / "checkpoint")
         metrics = {k: float(v) for k, v in stage.metrics.items() if k != "epoch"}
+        if unit.stage == 2:
+            # The held-out predictions as a table; the result is what it recomputes to.
+            held_out = save_held_out(
+                folder / "checkpoint", folder / PREDICTIONS, cfg.data.shard_dir, unit.dataset,
+                unit.train_parts, unit.test_parts, cfg.stage2.threshold,
+            )  # fmt: skip
+            if book and run_id:  # what the workers could not compute (the FER baseline)
+                extra = {k: v for k, v in held_out.items() if k not in metrics}
+                book.tracker(run_id).log_metrics(extra, step=int(stage.metrics.get("epoch", 0)))
+            metrics |= held_out
         result = UnitResult(
             unit.name, unit.stage, unit.dataset, unit.fold, key,
             str(folder / "checkpoint"), metrics, run_id,
         )  # fmt: skip
         if book and run_id and unit.stage == 2:
             _log_stage2(cfg, book, run_id, unit, folder / "checkpoint")
+            book.tracker(run_id).log_artifact(folder / PREDICTIONS, "predictions")
         result.seconds = time.perf_counter() - start
         _write_atomic(done, json.dumps(asdict(result), indent=1))
     except BaseException:
@@ -188,5 +197,7 @@ def _log_stage2(
 
 def summarize(results: list[UnitResult]) -> dict[str, Any]:
     """Mean over folds of every final metric of the stage-2 results of one dataset."""
-    keys = sorted({k for r in results for k in r.metrics if k.startswith(("f1_", "accuracy"))})
+    keys = sorted(
+        {k for r in results for k in r.metrics if k.startswith(("f1_", "accuracy", "auc_"))}
+    )
     return {k: float(np.mean([r.metrics[k] for r in results if k in r.metrics])) for k in keys}

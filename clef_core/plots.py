@@ -1,4 +1,5 @@
-"""Plots people look at instead of numbers: per-AU F1 bars (against a baseline), a confusion
+"""Plots people look at instead of numbers: per-AU F1 bars (against the always-present
+predictor, with the ROC-AUC and the paper's figures), a confusion
 matrix, and the t-SNE of image features coloured by label (the paper's Figure 5)."""
 
 from __future__ import annotations
@@ -13,24 +14,46 @@ import numpy as np
 
 
 def au_f1_bars(
-    per_au: dict[int, float], path: Path, title: str, baseline: dict[int, float] | None = None
+    per_au: dict[int, float],
+    path: Path,
+    title: str,
+    baseline: dict[int, float] | None = None,
+    auc: dict[int, float] | None = None,
+    paper: dict[int, float] | None = None,
 ) -> Path:
-    """Bars of F1 per AU (in %); `baseline` (e.g. the always-present predictor) as ticks."""
+    """Bars of F1 per AU in % (all inputs are fractions); `baseline` (the always-present
+    predictor's F1) as red ticks, `auc` (ROC-AUC x 100 on the same axis; 50 = chance, dotted)
+    as diamonds, "n/a" where an AU has none; `paper` (its per-AU F1) as hollow grey bars."""
     aus = list(per_au)
     values = [100 * per_au[a] for a in aus]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(aus), 3.4))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * len(aus), 3.8))
     x = np.arange(len(aus))
-    ax.bar(x, np.nan_to_num(values), color="#3b7dd8", label="CLEF")
-    if baseline:
-        ax.scatter(x, [100 * baseline.get(a, np.nan) for a in aus], marker="_", s=300,
-                   color="#d8573b", label="always present", zorder=3)  # fmt: skip
-        ax.legend(loc="upper right", fontsize=8)
+    if paper:
+        ax.bar(x, [100 * paper.get(a, np.nan) for a in aus], width=0.8, fill=False,
+               edgecolor="#888888", lw=0.8, label="paper F1 (real data)")  # fmt: skip
+    ax.bar(x, np.nan_to_num(values), width=0.6, color="#3b7dd8", label="F1 (ours)")
     mean = np.nanmean(values) if values else float("nan")
-    ax.axhline(mean, color="k", lw=0.8, ls="--")
+    parts = [f"mean F1 {mean:.1f}"]
+    if baseline:
+        marks = [100 * baseline.get(a, np.nan) for a in aus]
+        ax.scatter(x, marks, marker="_", s=400, lw=2.5, color="#d8573b", zorder=3,
+                   label="F1 always present")  # fmt: skip
+        counted = [m for m, v in zip(marks, values, strict=True) if not np.isnan(v)]
+        parts.append(f"always present {np.nanmean(counted):.1f}")
+    if auc:
+        scores = np.array([100 * auc.get(a, np.nan) for a in aus])
+        ax.scatter(x, scores, marker="D", s=22, color="k", zorder=4, label="ROC-AUC x 100")
+        for i in np.flatnonzero(np.isnan(scores)):
+            ax.text(x[i], 6, "AUC\nn/a", ha="center", va="bottom", fontsize=6)
+        ax.axhline(50, color="k", lw=0.6, ls=":")
+        if not np.isnan(scores).all():
+            parts.append(f"AUC {np.nanmean(scores) / 100:.2f}")
+    ax.axhline(mean, color="#3b7dd8", lw=0.8, ls="--")
     ax.set_xticks(x, [f"AU{a}" for a in aus], rotation=45, fontsize=8)
-    ax.set_ylabel("F1 (%)")
+    ax.set_ylabel("F1 / AUC x 100 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{title} (mean {mean:.1f})", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    ax.set_title(f"{title}\n{', '.join(parts)}", fontsize=9)
     return _save(fig, path)
 
 

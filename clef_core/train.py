@@ -21,7 +21,7 @@ from torch import nn
 from clef_core import losses
 from clef_core.config import Stage1Config, Stage2Config
 from clef_core.labels import LabelSpace
-from clef_core.metrics import accuracy, au_f1
+from clef_core.metrics import accuracy, always_present_f1, au_auc, au_f1, macro_ovr_auc
 from clef_core.model import ClefModel
 from clef_core.text import activity_prompts, description_prompts, name_prompts
 
@@ -214,6 +214,7 @@ class Predictions:
     scores: np.ndarray  # [N, C] probabilities (AU) or softmax (FER)
     targets: np.ndarray  # [N, C] (AU) or [N] (FER)
     features: np.ndarray  # [N, d] image features, for t-SNE
+    rows: np.ndarray | None = None  # [N] int64 `data.row_key` of each row, when batches carry it
 
 
 @torch.no_grad()
@@ -229,8 +230,10 @@ def predict(
     z_name = None
     if model.head is None:
         z_name = model.encode_text(tokens(tokenizer, name_prompts(space.labels), device))
-    scores, targets, feats = [], [], []
+    scores, targets, feats, rows = [], [], [], []
     for batch in batches:
+        if "row" in batch:
+            rows.append(batch["row"].cpu().numpy())
         with autocast_for(device, precision):
             z = model.encode_image(batch["image"].to(device))
             logits = class_logits(model, z, z_name)
@@ -239,11 +242,38 @@ def predict(
         targets.append(batch["au" if space.kind == "au" else "expression"].cpu().numpy())
         feats.append(z.float().cpu().numpy())
     model.train()
-    return Predictions(np.concatenate(scores), np.concatenate(targets), np.concatenate(feats))
+    return Predictions(
+        np.concatenate(scores),
+        np.concatenate(targets),
+        np.concatenate(feats),
+        np.concatenate(rows) if rows else None,
+    )
 
 
-def metrics_of(pred: Predictions, space: LabelSpace, threshold: float = 0.5) -> dict[str, float]:
-    """f1_au<k> and f1_mean for AUs (sigmoid > threshold), accuracy (argmax) for expressions."""
+def metrics_of(
+    pred: Predictions, space: LabelSpace, threshold: float = 0.5, majority: int | None = None
+) -> dict[str, float]:
+    """The held-out metrics and what to judge them by.
+
+    AUs: f1_au<k> / f1_mean (sigmoid > threshold); f1_baseline_au<k> / f1_baseline_mean, the
+    always-present predictor (its mean over the AUs f1_mean averages); auc_au<k> / auc_mean,
+    the threshold-free ROC-AUC (an AU with one held-out class has none: left out, not 0.5).
+    Expressions: accuracy (argmax), auc_macro (one-vs-rest), and, given the training split's
+    majority class, accuracy_baseline: the accuracy of always predicting it.
+    """
     if space.kind == "au":
-        return au_f1(pred.scores > threshold, pred.targets, space.labels).as_metrics()
-    return {"accuracy": accuracy(pred.scores.argmax(1), pred.targets)}
+        f1 = au_f1(pred.scores > threshold, pred.targets, space.labels)
+        base = always_present_f1(pred.targets, space.labels)
+        counted = [a for a in space.labels if a not in f1.undefined]
+        out = f1.as_metrics()
+        out |= {f"f1_baseline_au{a}": v for a, v in base.per_au.items() if not math.isnan(v)}
+        values = [base.per_au[a] for a in counted]
+        out["f1_baseline_mean"] = float(np.mean(values)) if values else float("nan")
+        return out | au_auc(pred.scores, pred.targets, space.labels).as_metrics()
+    out = {
+        "accuracy": accuracy(pred.scores.argmax(1), pred.targets),
+        "auc_macro": macro_ovr_auc(pred.scores, pred.targets)[0],
+    }
+    if majority is not None:
+        out["accuracy_baseline"] = accuracy(np.full(len(pred.targets), majority), pred.targets)
+    return out

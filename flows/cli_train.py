@@ -65,6 +65,8 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
         if started:
             ray.shutdown()
     console.print(results_table(results, title))
+    for r in results:  # paths wrap rather than being cut, so outside the table
+        console.print(f"{r.unit}: {Path(r.checkpoint).parent}", soft_wrap=True)
     console.print(f"MLflow: {book.uri} (browse: mlflow ui --backend-store-uri {book.uri})")
 
 
@@ -136,7 +138,7 @@ def evaluate(
     data_dir: DataDir = None,
     ray_address: RayAddress = None,
 ) -> None:
-    """Score a stage-2 checkpoint on a fold's held-out part: metrics table and plots."""
+    """Score a stage-2 checkpoint on a fold's held-out part: metrics table, plots, predictions.parquet."""
     import ray
     from rich.table import Table
 
@@ -144,9 +146,11 @@ def evaluate(
     from clef_core.errors import ClefError
     from clef_core.evaluate import device_or_error, evaluate_checkpoint
     from clef_core.experiment import cached_result, evaluation_artifacts
+    from clef_core.heldout import FILE as PREDICTIONS
+    from clef_core.heldout import read_predictions, write_held_out
     from clef_core.protocol import stage2_unit
     from clef_core.runtime import init_ray
-    from flows.train import resolve_config
+    from flows.train import au_metrics_table, resolve_config
 
     cfg = resolve_config(preset, sets or [], data_dir, ray_address)
     unit = stage2_unit(dataset, fold, cfg.stage1.epochs > 0)
@@ -170,13 +174,27 @@ def evaluate(
     out = out or cfg.data.data_dir / "evaluations" / unit.name
     arrays = {"scores": pred.scores, "targets": pred.targets, "features": pred.features}
     paths = evaluation_artifacts(arrays, space, out, unit.name, cfg.stage2.threshold)
-    table = Table(title=f"{dataset} fold {fold}: {len(pred.targets)} held-out frames")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, f"{100 * v:.1f}")
-    console.print(table)
+    title = f"{dataset} fold {fold}: {len(pred.targets)} held-out frames"
+    table_path = out / PREDICTIONS  # with the majority class: the FER baseline needs it
+    metrics = write_held_out(
+        pred, space, table_path, cfg.data.shard_dir, dataset, unit.train_parts,
+        unit.test_parts, cfg.stage2.threshold,
+    )  # fmt: skip
+    if space.kind == "au":
+        console.print(au_metrics_table(metrics, list(space.labels), title))
+    else:
+        majority = read_predictions(table_path)[2]["majority_class"]
+        table = Table(title=title)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in metrics.items():
+            table.add_row(k, f"{v:.2f}" if k.startswith("auc") else f"{100 * v:.1f}")
+        table.caption = (
+            f"accuracy_baseline: always {space.labels[majority]!r}, the training majority"
+        )
+        console.print(table)
     console.print("plots: " + ", ".join(str(p) for p in paths))
+    console.print(f"predictions: {table_path}")
 
 
 def reproduce(

@@ -92,24 +92,60 @@ def run_units_in_order(
     return list(done.values())
 
 
+def _score(metrics: dict[str, float], key: str, auc: bool = False) -> str:
+    value = metrics.get(key)
+    if value is None or value != value:  # absent, or NaN (undefined)
+        return "-"
+    return f"{value:.2f}" if auc else f"{100 * value:.1f}"
+
+
 def results_table(results: list[UnitResult], title: str) -> Table:
+    """One row per unit, narrow enough for an 80-column terminal: the held-out score beside
+    the trivial predictor's (every AU present / the majority class) and the ROC-AUC."""
     table = Table(title=title)
-    for col in ("unit", "result", "loss", "time", "cached", "checkpoint"):
-        table.add_column(col)
+    for col in ("unit", "result", "trivial", "AUC", "loss", "time"):
+        table.add_column(col, justify="left" if col in ("unit", "result") else "right")
     for r in results:
-        if "f1_mean" in r.metrics:
-            score = f"F1 {100 * r.metrics['f1_mean']:.1f}"
-        elif "accuracy" in r.metrics:
-            score = f"acc {100 * r.metrics['accuracy']:.1f}"
+        m = r.metrics
+        if "f1_mean" in m:
+            row = [f"F1 {_score(m, 'f1_mean')}", _score(m, "f1_baseline_mean")]
+            row.append(_score(m, "auc_mean", auc=True))
+        elif "accuracy" in m:
+            row = [f"acc {_score(m, 'accuracy')}", _score(m, "accuracy_baseline")]
+            row.append(_score(m, "auc_macro", auc=True))
         else:
-            score = "-"
-        loss = r.metrics.get("train_loss")
+            row = ["-", "", ""]
+        loss = m.get("train_loss")
         table.add_row(
             r.unit,
-            score,
+            *row,
             f"{loss:.3f}" if loss is not None else "-",
-            f"{r.seconds:.0f} s",
-            "yes" if r.cached else "",
-            str(Path(r.checkpoint).relative_to(Path(r.checkpoint).parents[2])),
+            "cached" if r.cached else f"{r.seconds:.0f} s",
         )
+    table.caption = (
+        "trivial: F1 of predicting every AU present, or the accuracy of the training split's "
+        "majority class; AUC: held-out ROC-AUC (0.50 = chance)"
+    )
+    return table
+
+
+def au_metrics_table(metrics: dict[str, float], au_ids: list[int], title: str) -> Table:
+    """A unit's held-out AU metrics with the AUs as rows (fits 80 columns)."""
+    table = Table(title=title)
+    for col in ("AU", "F1", "always present", "AUC"):
+        table.add_column(col, justify="left" if col == "AU" else "right")
+    for a in au_ids:
+        table.add_row(
+            f"AU{a}",
+            _score(metrics, f"f1_au{a}"),
+            _score(metrics, f"f1_baseline_au{a}"),
+            _score(metrics, f"auc_au{a}", auc=True),
+        )
+    table.add_row(
+        "mean",
+        _score(metrics, "f1_mean"),
+        _score(metrics, "f1_baseline_mean"),
+        _score(metrics, "auc_mean", auc=True),
+        style="bold",
+    )
     return table
