@@ -2,7 +2,7 @@
 CSV/Parquet) on a synthetic 640x480 video, next to decode-only frames/s of OpenCV, decord and
 PyAV on the same file, in one run (speed does not depend on the weights: a random-init model).
 
-    .venv/bin/python bench/predict_speed.py [--threads 2]
+    .venv/bin/python bench/predict_speed.py [--threads N]
 """
 
 from __future__ import annotations
@@ -36,9 +36,14 @@ def main() -> None:
     from preprocessing.synth.spec import make_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    else:  # as `clef predict` sets them
+        from flows.cli_predict import set_cpu_threads
+
+        set_cpu_threads()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(
