@@ -1,6 +1,7 @@
 """BP4D and BP4D+: frame folders (or BP4D+ zip per subject) and AU_OCC occurrence CSVs.
 
-Columns are mapped by header name ('0' or 'frame' is the frame number, 'k' is AU k); frame
+The first column is the frame number (by position: its header varies); AU columns are mapped
+by header name ('k' is AU k); frame
 numbers come from file stems as integers (zero-padding differs between subjects); any value
 other than 0/1 (9 = not coded) is unknown (-1). Frames without a label row are unlabeled
 (stage-1 pre-training only).
@@ -20,7 +21,6 @@ from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_er
 
 SUBJECT = re.compile(r"^[FM]\d{3}$")
 TASK = re.compile(r"^T\d+$")
-FRAME_COLUMNS = ("0", "frame", "Frame", "")
 
 
 class BP4DReader(Reader):
@@ -87,26 +87,39 @@ class BP4DReader(Reader):
         if not path.is_file():
             return {}
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
+            table = [row for row in csv.reader(f) if row]
+        if len(table) < 2:
             return {}
-        header = list(rows[0].keys())
-        frame_col = next((c for c in FRAME_COLUMNS if c in header), header[0])
-        missing = [au for au in self.au_ids if str(au) not in header]
+        # The frame number is the first column, read by position: its header differs between
+        # releases ("0", "frame", blank, or a number such as BP4D+'s "1,1,2,4,...", which a
+        # by-name reading would take for AU 1's column). AU columns are found by name.
+        header = [name.strip() for name in table[0]]
+        column = {name: i for i, name in reversed(list(enumerate(header))) if i > 0}
+        missing = [au for au in self.au_ids if str(au) not in column]
         if missing:
             self.issues.add(
                 f"{path}: no column for AU {', '.join(map(str, missing))}; those AUs are unknown"
             )
         out: dict[int, list[int]] = {}
-        for row in rows:
+        last = None
+        for row in table[1:]:
             try:
-                frame = int(float(row[frame_col]))
-            except (TypeError, ValueError):
-                self.issues.add(
-                    f"{path}: frame number {row[frame_col]!r} is not an integer; row skipped"
-                )
+                frame = int(float(row[0]))
+            except ValueError:
+                self.issues.add(f"{path}: frame number {row[0]!r} is not an integer; row skipped")
                 continue
-            out[frame] = [_occurrence(row.get(str(au))) for au in self.au_ids]
+            if last is not None and frame <= last:
+                self.issues.add(
+                    f"{path}: expected frame numbers in the first column, strictly increasing; "
+                    f"found {frame} after {last} (header {','.join(header[:4])},...): "
+                    "its labels are not used"
+                )
+                return {}
+            last = frame
+            cells = [column.get(str(au)) for au in self.au_ids]
+            out[frame] = [
+                _occurrence(row[i] if i is not None and i < len(row) else None) for i in cells
+            ]
         return out
 
     def _images(self, seq: SequenceRef) -> Iterator[tuple[int, str, bytes | Path]]:
