@@ -165,7 +165,11 @@ def preprocess(
         force=force,
         reduce_decode=reduce_decode,
     )
-    preprocess_dataset(opts, ray_address, console)
+    manifest = preprocess_dataset(opts, ray_address, console)
+    failed = len(manifest["failed_sequences"]) + manifest["unreadable"]
+    if failed:  # the shards of every good input are written; exit 1 says some input was bad
+        console.print(f"[red]{failed} input(s) could not be read[/] (listed above)")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -7,7 +7,6 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from clef_core.runtime import init_ray
 from preprocessing.distributed import run_sequences
 from preprocessing.pipeline import PreprocessOptions, finish, plan
 
@@ -37,21 +36,12 @@ def preprocess_dataset(opts: PreprocessOptions, ray_address: str | None, console
         f"{frames / max(seconds, 1e-9):.0f}",
     )
     console.print(table)
-    for message in (manifest["failed_sequences"] + manifest["issues"])[:10]:
+    bad = manifest["failed_sequences"] + manifest["unreadable_examples"]
+    for message in bad[:10]:
+        console.print(f"[red]unreadable:[/] {message}", highlight=False)
+    for message in manifest["issues"][: max(0, 10 - len(bad))]:
         console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    hidden = len(bad) + len(manifest["issues"]) - 10
+    if hidden > 0:
+        console.print(f"(+{hidden} more in {opts.shard_dir / opts.dataset / 'manifest.json'})")
     return manifest
-
-
-def preprocess_many(
-    options: list[PreprocessOptions], ray_address: str | None, console: Console
-) -> None:
-    """Several datasets on one Ray instance (started here unless one is running)."""
-    import ray
-
-    started = init_ray(ray_address)
-    try:
-        for opts in options:
-            preprocess_dataset(opts, ray_address, console)
-    finally:
-        if started:
-            ray.shutdown()

@@ -3,8 +3,6 @@ default, a cluster given its address. Shows progress and returns the per-sequenc
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import ray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -12,14 +10,18 @@ from clef_core.runtime import init_ray
 from preprocessing.pipeline import PreprocessOptions, SequenceResult, process_sequence
 from preprocessing.readers import SequenceRef
 
+CRASHED = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)
+
 
 def run_sequences(
     opts: PreprocessOptions,
     sequences: list[SequenceRef],
     address: str | None = None,
     show_progress: bool = True,
-    on_result: Callable[[SequenceResult], None] | None = None,
 ) -> list[SequenceResult]:
+    """Every sequence's result. A task whose worker process died (killed, out of memory, a
+    decoder's crash on a bad file) is reported as a failed sequence; an exception raised in a
+    task is a bug (bad inputs are caught inside it) and stops the run with its traceback."""
     started = init_ray(address)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(process_sequence)
@@ -41,15 +43,13 @@ def run_sequences(
                     seq = pending.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except Exception as err:  # a crashed worker: report, keep going
+                    except CRASHED as err:  # the process died: report, keep going
                         result = SequenceResult(
                             seq.key, seq.subject, seq.task, -1, failed=f"{seq.key}: {err}"
                         )
                     results.append(result)
                     frames += result.frames
                     progress.update(bar, advance=1, frames=frames)
-                    if on_result:
-                        on_result(result)
         return sorted(results, key=lambda r: r.key)
     finally:
         if started:

@@ -8,10 +8,12 @@ manifest is written last.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
 import os
 import time
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 from clef_core import __version__
 from clef_core.errors import ClefError
 from preprocessing.align import box_transform, face_transform, warp
+from preprocessing.decode import DecodeError
 from preprocessing.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
 from preprocessing.readers import FrameItem, Reader, SequenceRef, get_reader
 from preprocessing.shards import SCHEMA, ShardWriter, shard_path, write_manifest
@@ -42,6 +45,11 @@ class PreprocessOptions:
     reduce_decode: bool = True  # JPEG frames decoded smaller when the face allows (BP4D/BP4D+)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
+
+# What a bad input raises while its sequence is read (a file that cannot be decoded, opened
+# or unzipped, a label file that is not CSV). Any other exception is a bug: it propagates
+# with its traceback and stops the run instead of being counted as a failed sequence.
+BAD_INPUT = (DecodeError, OSError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError)
 
 # A sequence's frames are decoded smaller only while its face crop's source stays this much
 # larger than the crop: a face that later moves back by a fifth is still not upsampled.
@@ -176,7 +184,7 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
                 }
             )
             result.faces += found
-    except Exception as err:  # one bad sequence must never stop the dataset
+    except BAD_INPUT as err:  # one bad input never stops the dataset; anything else is a bug
         result.failed = f"{seq.key}: {type(err).__name__}: {err}"
     result.frames = writer.rows
     result.issues = reader.issues.messages

@@ -231,5 +231,18 @@ def test_bad_files_are_counted_and_nothing_else_is_lost(synth_root: Path, tmp_pa
     subject = video.name[len("LeftVideo") : -len("_comp.avi")]
     kept = [r for r in rows if r["subject"] == subject]
     assert 0 < len(kept) < 80  # frames read before the damage are kept
-    assert any(subject in m for m in manifest["issues"])
+    assert manifest["unreadable"] == 1 and subject in manifest["unreadable_examples"][0]
     assert len({r["subject"] for r in rows}) == 6  # the other videos are untouched
+
+
+def test_a_bug_inside_a_sequence_stops_the_run_instead_of_being_counted(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import preprocessing.pipeline as pipeline
+
+    def broken(*args: object) -> None:
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(pipeline, "align_item", broken)
+    with pytest.raises(TypeError, match="a programming error"):
+        run_inline("video", synth_root / "videos", tmp_path)

@@ -119,3 +119,33 @@ def test_killed_run_resumes_to_identical_shards(
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert digests(shards / "bp4d") == digests(reference / "bp4d")  # same bytes, no duplicates
     assert not list((shards / "bp4d").glob(".*tmp"))
+
+
+def test_bad_inputs_are_listed_and_exit_1_with_the_good_ones_written(
+    synth_root: Path, tmp_path: Path, ray_tmp: Path
+) -> None:
+    """A folder of videos where one is garbage: the good one's shard is written, the bad one
+    named, exit 1; a folder of garbage only: the table, exit 1."""
+    mixed, garbage = tmp_path / "mixed", tmp_path / "garbage"
+    mixed.mkdir()
+    garbage.mkdir()
+    shutil.copy(synth_root / "videos" / "clip_00.mp4", mixed / "good.mp4")
+    for folder in (mixed, garbage):
+        (folder / "broken.mp4").write_bytes(b"\x00not a video" * 100)
+    shutil.copy(garbage / "broken.mp4", garbage / "broken2.mp4")
+
+    def run(root: Path) -> subprocess.CompletedProcess:
+        cmd = [CLEF, "preprocess", "--dataset", "video", "--root", str(root),
+               "--out", str(tmp_path / root.name)]  # fmt: skip
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, env=clef_env(ray_tmp), timeout=600
+        )
+        stop_ray_under(ray_tmp)
+        return out
+
+    out = run(mixed)
+    assert out.returncode == 1, out.stdout + out.stderr[-2000:]
+    assert "broken" in out.stdout and "frames/s" in out.stdout and "Traceback" not in out.stderr
+    assert [p.name for p in (tmp_path / "mixed/video").glob("*.parquet")] == ["good.mp4.parquet"]
+    out = run(garbage)
+    assert out.returncode == 1 and "frames/s" in out.stdout and "Traceback" not in out.stderr

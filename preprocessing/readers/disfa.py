@@ -73,8 +73,8 @@ class DISFAReader(Reader):
             for index, image in iter_video(Path(seq.source), self.backend):
                 count = index + 1
                 yield FrameItem(index + 1, image, au=labels.get(index + 1, unknown))
-        except DecodeError as err:
-            self.issues.add(str(err))
+        except DecodeError as err:  # the frames before the damage are kept; the file counted
+            yield FrameItem(count + 1, None, au=unknown, error=str(err))
         orphans = [f for f in labels if f > count]
         if orphans:
             self.issues.add(

@@ -58,8 +58,9 @@ class VideoFolderReader(Reader):
                 except DecodeError as err:
                     yield FrameItem(index, None, error=str(err))
             return
+        index = -1
         try:
             for index, frame in iter_video(path):
                 yield FrameItem(index, frame)
-        except DecodeError as err:
-            self.issues.add(str(err))
+        except DecodeError as err:  # the frames before the damage are kept; the file counted
+            yield FrameItem(index + 1, None, error=str(err))
