@@ -207,7 +207,7 @@ def reproduce(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Run the whole `clef` Prefect flow in this process (no server needed), print the report."""
-    from flows.clef_flow import ReproductionParams, clef
+    from flows.clef_flow import ReproductionParams, checked, clef
 
     parsed = {}
     for item in roots or []:
@@ -220,7 +220,13 @@ def reproduce(
         ablations=ablations or [], synthetic=synthetic, roots=parsed, data_dir=data_dir,
         ray_address=ray_address, mlflow_uri=mlflow_uri,
     )  # fmt: skip
-    _show_report(Path(clef(params)))
+    checked(params)  # a bad parameter fails here, in seconds, before Prefect and Ray start
+    state = clef(**params.model_dump(), return_state=True)
+    if not state.is_completed():  # the flow's state message is the cause, in one line
+        from clef_core.errors import ClefError
+
+        raise ClefError(f"the clef flow ended {state.name}: {state.message}")
+    _show_report(Path(state.result()))
 
 
 def _show_report(path: Path) -> None:
