@@ -256,9 +256,35 @@ def clef(
         return _reproduce(params)
     except ValidationError as err:
         first = err.errors()[0]
-        return Failed(message=f"parameter {'.'.join(map(str, first['loc']))}: {first['msg']}")
+        return _failed(f"parameter {'.'.join(map(str, first['loc']))}: {first['msg']}")
     except ClefError as err:  # the user's input: one line, no traceback
-        return Failed(message=str(err))
+        return _failed(str(err))
+
+
+def _failed(cause: str) -> State:
+    """The run's end: Failed, with `cause` as its state message.
+
+    `prefect deployment run --watch` prints the run's events, not its state message (nor,
+    in 3.8, its logs): the cause also goes out as an event on the run, named by it, before
+    the final state, so that the watch shows it as one line.
+    """
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    get_run_logger().error(cause)
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        resource = {
+            "prefect.resource.id": f"prefect.flow-run.{context.flow_run.id}",
+            "prefect.resource.name": cause,
+        }
+        try:
+            emit_event(event="clef.run.failed-because", resource=resource)
+            EventsWorker.instance().wait_until_empty()
+        except Exception as err:  # the state message below still says it
+            get_run_logger().warning("could not send the cause as an event: %s", err)
+    return Failed(message=cause)
 
 
 def _reproduce(params: ReproductionParams) -> str | State:
@@ -303,7 +329,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
         if cause is not None:
             for book in books.values():  # parents end FAILED, not RUNNING forever
                 book.close(ok=False)
-            return Failed(message=cause)
+            return _failed(cause)
         runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
         out = main.data.data_dir / "reports" / reproduction
         report = write_report(runs, books, params, out)
