@@ -65,7 +65,7 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
         if started:
             ray.shutdown()
     console.print(results_table(results, title))
-    console.print(f"MLflow: {book.uri} (browse: mlflow ui --backend-store-uri {book.uri})")
+    _show_mlflow(book.uri, cfg.tracking.experiment_prefix)
 
 
 def pretrain(
@@ -237,9 +237,16 @@ def _show_report(path: Path) -> None:
     console.print(Markdown(path.read_text()))
     uri = tracking_uri(resolve_config("default", [], path.parents[2]))
     console.print(f"report: {path} and {path.with_suffix('.html')}")
-    console.print(
-        f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 (http://127.0.0.1:5000)"
-    )
+    _show_mlflow(uri, resolve_config("default", [], path.parents[2]).tracking.experiment_prefix)
+
+
+def _show_mlflow(uri: str, prefix: str) -> None:
+    from flows.train import experiment_links
+
+    if not uri.startswith("http"):
+        console.print(f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    for line in experiment_links(uri, prefix):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
 
 
 def report(
