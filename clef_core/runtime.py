@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 # Environment the services need; `setdefault` so a user's own value always wins.
+# Ray's token authentication is deliberately not touched here: a cluster that has it on must
+# see it on in every driver and client too (see LOOPBACK_RAY_ENV for our own instances).
 SERVICE_ENV: dict[str, str] = {
-    "RAY_AUTH_MODE": "disabled",  # Ray 2.60 turns token auth on by default; local runs need none
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -28,6 +29,19 @@ SERVICE_ENV: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
     "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+# The Ray instances this project starts itself (`init_ray` without an address, `clef stack
+# up`'s head) are single-node and listen on 127.0.0.1 only. On Linux Ray replaces a loopback
+# `--node-ip-address` by the machine's address and then binds its GCS, raylet, workers and
+# agents to every interface; its single-node mode (the one Ray uses on macOS and Windows)
+# keeps the node address, and so every port, on 127.0.0.1 (tests/test_end_to_end.py lists
+# the sockets). Such an instance is reachable from this machine only, so it runs without
+# Ray's token authentication (ours); a cluster you start yourself keeps Ray's own setting.
+LOOPBACK_RAY_ENV: dict[str, str] = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
 }
 
 
@@ -137,7 +151,22 @@ def init_ray(address: str | None) -> bool:
     if address or os.environ.get("RAY_ADDRESS"):  # `ray job submit` sets RAY_ADDRESS
         ray.init(address=address, log_to_driver=False)
     else:
+        _confine_to_loopback()
         # Twice as many logical CPUs as cores: training workers wait on data, and with one
         # logical CPU per core Ray Data's decode tasks starve behind them (STACK.md).
         ray.init(num_cpus=local_cpus(), include_dashboard=False, log_to_driver=False)
     return True
+
+
+def _confine_to_loopback() -> None:
+    """Single-node mode for the local instance this process is about to start.
+
+    The processes Ray starts read the variables at their import; this process imported Ray
+    already, so its own copy of the flag is set too (read at call time by Ray 2.60's
+    `services.get_node_ip_address`).
+    """
+    from ray._private import ray_constants
+
+    for key, value in LOOPBACK_RAY_ENV.items():  # a user's own RAY_AUTH_MODE=token wins
+        os.environ[key] = value if key != "RAY_AUTH_MODE" else os.environ.get(key, value)
+    ray_constants.ENABLE_RAY_CLUSTER = False

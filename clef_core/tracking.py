@@ -69,6 +69,12 @@ def tracker_for(rank: int, tracking_uri: str | None, run_id: str | None) -> Trac
     return MlflowTracker(tracking_uri, run_id)
 
 
+# MLflow 3's UI opens an experiment without a kind on its GenAI overview ("Traces 0", "No data
+# available"): this kind opens it on its training runs (the values of `mlflow.experimentKind`
+# the 3.17 UI knows: genai_development, custom_model_development, ...).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 class RunBook:
     """The MLflow layout (DESIGN.md): one experiment per dataset protocol
     (`<prefix>-<dataset>`), one parent run per reproduction in each, and a nested run per
@@ -100,8 +106,11 @@ class RunBook:
         name = f"{self.prefix}-{dataset}"
         exp = self.client.get_experiment_by_name(name)
         if exp:
+            if EXPERIMENT_KIND[0] not in exp.tags:  # made before the tag was set
+                self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return str(exp.experiment_id)
-        return str(self.client.create_experiment(name, self._artifact_location(name)))
+        tags = dict([EXPERIMENT_KIND])
+        return str(self.client.create_experiment(name, self._artifact_location(name), tags))
 
     def parent(self, dataset: str) -> str:
         """The reproduction's parent run in the dataset's experiment (created once)."""

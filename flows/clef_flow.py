@@ -1,6 +1,12 @@
 """The `clef` Prefect flow: preprocess -> stage 1 -> stage 2 per dataset and fold -> evaluate
 -> report, as a DAG of tasks. Thin: every task calls a library function.
 
+Parameters are checked before any work starts (preset, overrides, datasets, folds, roots), so
+a bad one fails the run in seconds with one message. When a task fails, the tasks that depend
+on it are marked Cancelled (they would otherwise stay Pending/NotReady), and the run ends
+Failed with the failing task's own message as its state message: what `prefect deployment
+run --watch`, the UI and `clef reproduce` show.
+
 Independent branches run concurrently (a thread pool); training units share the Ray
 instance, at most `compute.concurrent_units` at a time. Each unit's result is cached by its
 key (the shards' manifest hash + the resolved config, `clef_core.protocol.unit_key`), so a
@@ -17,11 +23,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, wait
+from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from clef_core.config import ExperimentConfig, ablation_overrides
+from clef_core.config import DATASETS, ExperimentConfig, ablation_overrides
+from clef_core.errors import ClefError
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit, datasets_of, plan
 from clef_core.report import MAIN
@@ -29,7 +37,9 @@ from clef_core.tracking import RunBook
 
 
 class ReproductionParams(BaseModel):
-    """What to reproduce: the flow's parameters (the Prefect UI renders them as a form)."""
+    """What to reproduce: the flow's parameters, one Prefect parameter each (the UI renders
+    them as a form; a run's `--param NAME=...` replaces that one and keeps the deployment's
+    others)."""
 
     preset: str = "cpu-tiny"  # config preset: cpu-tiny (2 CPU cores), paper (GPUs), default
     overrides: list[str] = []  # config overrides, e.g. ["stage1.epochs=1"]
@@ -140,33 +150,163 @@ def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
     return out
 
 
+def check_roots(params: ReproductionParams, needed: set[str]) -> dict[str, Path]:
+    """Real dataset roots that exist, one for every dataset the plan needs unless synthetic
+    data stands in; raises ClefError naming the first bad one."""
+    unknown = sorted(set(params.roots) - set(DATASETS))
+    if unknown:
+        raise ClefError(
+            f"roots: unknown dataset {', '.join(unknown)}; known: {', '.join(DATASETS)}"
+        )
+    for name, root in sorted(params.roots.items()):
+        if not Path(root).exists():
+            raise ClefError(f"{name}: dataset root {root} does not exist")
+    missing = sorted(d for d in needed if d not in params.roots)
+    if missing and not params.synthetic:
+        raise ClefError(
+            f"no root given for {', '.join(missing)} (synthetic is off): pass roots "
+            f"{{name: path}} for each, or synthetic=true"
+        )
+    return {name: Path(root) for name, root in params.roots.items()}
+
+
+def checked(
+    params: ReproductionParams,
+) -> tuple[dict[str, ExperimentConfig], dict[str, list[Unit]], dict[str, Path]]:
+    """Everything the parameters decide, checked before any work (and before Ray starts):
+    the configs (preset, overrides, datasets, folds), their plans and the real roots."""
+    cfgs = configs(params)
+    plans = {name: plan(cfg) for name, cfg in cfgs.items()}
+    needed = set().union(*(datasets_of(units) for units in plans.values()))
+    return cfgs, plans, check_roots(params, needed)
+
+
+def _settle(futures: dict[str, PrefectFuture]) -> str | None:
+    """Wait for every task; None when all completed, else the first failure's own message.
+
+    The tasks that never ran because something upstream failed end Pending/NotReady in
+    Prefect; they are set to Cancelled here so that the UI shows them ended, not running on.
+    """
+    wait(list(futures.values()))
+    cause = None
+    for label, future in futures.items():  # submission order: upstream before downstream
+        if future.state.is_failed():
+            try:
+                future.result()
+            except ClefError as err:
+                cause = str(err)
+            except BaseException as err:
+                cause = f"{label} failed: {type(err).__name__}: {err}"
+            break
+    if cause is None:
+        return None
+    _cancel([f for f in futures.values() if not f.state.is_final()], f"not run: {cause}")
+    return cause
+
+
+def _cancel(futures: list[PrefectFuture], message: str, patience: float = 20) -> None:
+    """Set the tasks to Cancelled. Best effort: a task run reaches the server through its
+    event stream, possibly after this asks (404), so each is retried for `patience` seconds;
+    the flow's own message must survive whatever happens here."""
+    import time
+
+    from prefect import get_client
+
+    deadline = time.monotonic() + patience
+    with get_client(sync_client=True) as client:
+        for future in futures:
+            while True:
+                try:
+                    client.set_task_run_state(
+                        future.task_run_id, Cancelled(message=message), force=True
+                    )
+                    break
+                except Exception as err:  # ObjectNotFound / HTTP 404 until the run is known
+                    if time.monotonic() > deadline:
+                        get_run_logger().warning("could not cancel %s: %s", future.task_run_id, err)
+                        break
+                    time.sleep(0.5)
+
+
 @flow(name="clef", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
-def clef(params: ReproductionParams = ReproductionParams()) -> str:
-    """Reproduce CLEF: preprocess, pre-train, fine-tune every fold, evaluate, report."""
+def clef(
+    preset: str = "cpu-tiny",
+    overrides: list[str] | None = None,
+    datasets: list[str] | None = None,
+    folds: list[int] | None = None,
+    ablations: list[str] | None = None,
+    synthetic: bool = True,
+    roots: dict[str, Path] | None = None,
+    data_dir: Path | None = None,
+    ray_address: str | None = None,
+    mlflow_uri: str | None = None,
+    synthetic_preset: str = "demo",
+) -> str | State:
+    """Reproduce CLEF: preprocess, pre-train, fine-tune every fold, evaluate, report.
+
+    Parameters as in `ReproductionParams` (None = empty for overrides, ablations, roots).
+    """
+    try:
+        params = ReproductionParams(
+            preset=preset, overrides=overrides or [], datasets=datasets, folds=folds,
+            ablations=ablations or [], synthetic=synthetic, roots=roots or {},
+            data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
+            synthetic_preset=synthetic_preset,
+        )  # fmt: skip
+        return _reproduce(params)
+    except ValidationError as err:
+        first = err.errors()[0]
+        return _failed(f"parameter {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    except ClefError as err:  # the user's input: one line, no traceback
+        return _failed(str(err))
+
+
+def _failed(cause: str) -> State:
+    """The run's end: Failed, with `cause` as its state message.
+
+    `prefect deployment run --watch` prints the run's events, not its state message (nor,
+    in 3.8, its logs): the cause also goes out as an event on the run, named by it, before
+    the final state, so that the watch shows it as one line.
+    """
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    get_run_logger().error(cause)
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        resource = {
+            "prefect.resource.id": f"prefect.flow-run.{context.flow_run.id}",
+            "prefect.resource.name": cause,
+        }
+        try:
+            emit_event(event="clef.run.failed-because", resource=resource)
+            EventsWorker.instance().wait_until_empty()
+        except Exception as err:  # the state message below still says it
+            get_run_logger().warning("could not send the cause as an event: %s", err)
+    return Failed(message=cause)
+
+
+def _reproduce(params: ReproductionParams) -> str | State:
     import ray
 
     from clef_core.runtime import init_ray
     from flows.train import new_reproduction_id, run_book
     from preprocessing.synth.spec import READER_ROOTS
 
-    cfgs = configs(params)
+    cfgs, plans, roots = checked(params)
     main = cfgs[MAIN]
+    needed = set().union(*(datasets_of(units) for units in plans.values()))
     reproduction = new_reproduction_id()
     started = init_ray(main.compute.ray_address)
     try:
-        roots = dict(params.roots)
-        if params.synthetic:
+        if needed - set(roots):
             synth = synthetic_data(main.data.data_dir / "synthetic", params.synthetic_preset)
             roots = {d: synth / folder for d, folder in READER_ROOTS.items()} | roots
-        plans = {name: plan(cfg) for name, cfg in cfgs.items()}
-        needed = set().union(*(datasets_of(units) for units in plans.values()))
-        missing = sorted(d for d in needed if d not in roots)
-        if missing:
-            from clef_core.errors import ClefError
-
-            raise ClefError(f"no root given for {', '.join(missing)}: pass roots={{name: path}}")
         shards = {
-            d: preprocess.submit(d, Path(roots[d]), main.data.shard_dir, main.data.image_size)
+            d: preprocess.with_options(task_run_name=f"preprocess-{d}").submit(
+                d, roots[d], main.data.shard_dir, main.data.image_size
+            )
             for d in sorted(needed)
         }
         books: dict[str, RunBook] = {}
@@ -182,12 +322,15 @@ def clef(params: ReproductionParams = ReproductionParams()) -> str:
                     cfgs[name], unit, books[name], init, wait_for=[shards[unit.dataset]]
                 )
             futures[name] = mine
-        try:
-            runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
-        except BaseException:
+        every = {f"preprocess {d}": f for d, f in shards.items()} | {
+            f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()
+        }
+        cause = _settle(every)
+        if cause is not None:
             for book in books.values():  # parents end FAILED, not RUNNING forever
                 book.close(ok=False)
-            raise
+            return _failed(cause)
+        runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
         out = main.data.data_dir / "reports" / reproduction
         report = write_report(runs, books, params, out)
     finally:

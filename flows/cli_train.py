@@ -67,7 +67,7 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
     console.print(results_table(results, title))
     for r in results:  # paths wrap rather than being cut, so outside the table
         console.print(f"{r.unit}: {Path(r.checkpoint).parent}", soft_wrap=True)
-    console.print(f"MLflow: {book.uri} (browse: mlflow ui --backend-store-uri {book.uri})")
+    _show_mlflow(book.uri, cfg.tracking.experiment_prefix)
 
 
 def pretrain(
@@ -225,7 +225,7 @@ def reproduce(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Run the whole `clef` Prefect flow in this process (no server needed), print the report."""
-    from flows.clef_flow import ReproductionParams, clef
+    from flows.clef_flow import ReproductionParams, checked, clef
 
     parsed = {}
     for item in roots or []:
@@ -238,7 +238,13 @@ def reproduce(
         ablations=ablations or [], synthetic=synthetic, roots=parsed, data_dir=data_dir,
         ray_address=ray_address, mlflow_uri=mlflow_uri,
     )  # fmt: skip
-    _show_report(Path(clef(params)))
+    checked(params)  # a bad parameter fails here, in seconds, before Prefect and Ray start
+    state = clef(**params.model_dump(), return_state=True)
+    if not state.is_completed():  # the flow's state message is the cause, in one line
+        from clef_core.errors import ClefError
+
+        raise ClefError(f"the clef flow ended {state.name}: {state.message}")
+    _show_report(Path(state.result()))
 
 
 def _show_report(path: Path) -> None:
@@ -249,9 +255,16 @@ def _show_report(path: Path) -> None:
     console.print(Markdown(path.read_text()))
     uri = tracking_uri(resolve_config("default", [], path.parents[2]))
     console.print(f"report: {path} and {path.with_suffix('.html')}")
-    console.print(
-        f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 (http://127.0.0.1:5000)"
-    )
+    _show_mlflow(uri, resolve_config("default", [], path.parents[2]).tracking.experiment_prefix)
+
+
+def _show_mlflow(uri: str, prefix: str) -> None:
+    from flows.train import experiment_links
+
+    if not uri.startswith("http"):
+        console.print(f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    for line in experiment_links(uri, prefix):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
 
 
 def report(

@@ -4,11 +4,13 @@ settings; point `roots` at your datasets) and `clef/smoke` (BP4D fold 1 on the s
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
 
-then `prefect deployment run clef/smoke` (or `clef/full-reproduction --param ...`).
+then `prefect deployment run clef/smoke` (or `clef/full-reproduction --param roots=...`).
 The same two deployments are declared in infra/prefect/prefect.yaml for `prefect deploy`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prefect import serve
 
@@ -32,19 +34,36 @@ SMOKE = ReproductionParams(
 FULL = ReproductionParams(preset="paper", synthetic=False)
 
 
+def stored(params: ReproductionParams) -> dict[str, Any]:
+    """A deployment's parameters: every one, so a run's `--param NAME=...` changes only NAME."""
+    return params.model_dump(mode="json")
+
+
+def _deployment(name: str, params: ReproductionParams, description: str, tags: list[str]) -> Any:
+    deployment = clef.to_deployment(
+        name=name, parameters=stored(params), description=description, tags=tags
+    )
+    # The run form starts from each parameter's schema default, which is the flow signature's
+    # (cpu-tiny, synthetic): make it this deployment's stored value, so the form and a run
+    # without parameters agree.
+    for key, value in stored(params).items():
+        deployment._parameter_openapi_schema.properties[key]["default"] = value
+    return deployment
+
+
 def deployments() -> list:
     return [
-        clef.to_deployment(
-            name="full-reproduction",
-            parameters={"params": FULL.model_dump(mode="json")},
-            description="Every protocol of the paper (Tables 2-6) on your datasets: set params.roots.",
-            tags=["clef"],
+        _deployment(
+            "full-reproduction",
+            FULL,
+            "Every protocol of the paper (Tables 2-6) on your datasets: set roots.",
+            ["clef"],
         ),
-        clef.to_deployment(
-            name="smoke",
-            parameters={"params": SMOKE.model_dump(mode="json")},
-            description="BP4D fold 1 on the embedded synthetic data, cpu-tiny, a few steps.",
-            tags=["clef", "smoke"],
+        _deployment(
+            "smoke",
+            SMOKE,
+            "BP4D fold 1 on the embedded synthetic data, cpu-tiny, a few steps.",
+            ["clef", "smoke"],
         ),
     ]
 

@@ -2,9 +2,12 @@
 
 - a Prefect server (SQLite under the data dir),
 - an MLflow server with its UI (SQLite store + artifacts under the data dir),
-- a Ray head (dashboard and job API on 127.0.0.1:8265),
+- a single-node Ray head (dashboard and job API; every Ray port on 127.0.0.1, see
+  `clef_core.runtime.LOOPBACK_RAY_ENV`),
 - a process serving the `clef/full-reproduction` and `clef/smoke` deployments, wired to the
   three above.
+Ports: the defaults below where they are free, any other free port where not (printed, kept in
+the state file, shown by `clef stack status` and `clef stack env`), or the ones asked for.
 Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json`, and `down` stops
 exactly those process groups (never `ray stop`, which would stop every Ray on the machine).
 The serving process is stopped first, with SIGINT: it ignores SIGTERM once its server is gone.
@@ -13,17 +16,20 @@ The serving process is stopped first, with SIGINT: it ignores SIGTERM once its s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from clef_core.errors import ClefError
+from clef_core.runtime import LOOPBACK_RAY_ENV
 
 HOST = "127.0.0.1"
 
@@ -38,6 +44,66 @@ class Ports:
     # Ray's dashboard agent serves HTTP on a fixed default port; named here so that a caller
     # choosing free ports for the others cannot pick it for one of them by chance.
     ray_agent: int = 52365
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (and it can be bound now)."""
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+def choose_ports(asked: dict[str, int] | None = None) -> Ports:
+    """The ports asked for (each must be free), else the default where free, else a free one."""
+    asked = dict(asked or {})
+    unknown = sorted(set(asked) - set(Ports.names()))
+    if unknown:
+        raise ClefError(
+            f"unknown port name {', '.join(unknown)}; expected one of {', '.join(Ports.names())}"
+        )
+    if len(set(asked.values())) < len(asked):
+        raise ClefError(f"the same port asked for twice: {asked}")
+    for name, port in asked.items():
+        if not port_free(port):
+            raise ClefError(f"port {name}={port} is in use on {HOST}; pick another or leave it out")
+    chosen: dict[str, int] = {}
+    for name in Ports.names():
+        default = getattr(Ports(), name)
+        taken = set(asked.values()) | set(chosen.values())
+        if name in asked:
+            chosen[name] = asked[name]
+        elif default not in taken and port_free(default):
+            chosen[name] = default
+        else:
+            chosen[name] = _any_free_port(taken)
+    return Ports(**chosen)
+
+
+def parse_ports(items: list[str]) -> dict[str, int]:
+    """`--port NAME=PORT` items as a dict (one clear message for a malformed one)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit() or not 0 < int(value) < 65536:
+            raise ClefError(f"expected --port NAME=PORT (e.g. mlflow=5001), got {item!r}")
+        out[name.strip()] = int(value)
+    return out
 
 
 @dataclass
@@ -108,6 +174,15 @@ def read_state(data_dir: Path) -> list[Service]:
     return [Service(**s) for s in json.loads(path.read_text())["services"]]
 
 
+def read_ports(data_dir: Path) -> Ports | None:
+    """The ports of the stack of `data_dir` (None when none was started)."""
+    path = state_file(data_dir.resolve())
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text()).get("ports")
+    return Ports(**saved) if saved else None
+
+
 def service_env(data_dir: Path, ports: Ports) -> dict[str, str]:
     """What the flows run with: the stack's Prefect API, MLflow server and Ray head."""
     return {
@@ -119,9 +194,26 @@ def service_env(data_dir: Path, ports: Ports) -> dict[str, str]:
     }
 
 
-def up(data_dir: Path, ports: Ports = Ports(), timeout: float = 180) -> list[Service]:
+def user_env(data_dir: Path, ports: Ports) -> dict[str, str]:
+    """What a shell needs for the README's commands against this stack (`clef stack env`)."""
+    return {
+        **service_env(data_dir.resolve(), ports),
+        # `ray job submit` / `clef submit` talk to the dashboard's job API, not to the GCS.
+        "RAY_API_SERVER_ADDRESS": f"http://{HOST}:{ports.ray_dashboard}",
+    }
+
+
+def ray_temp_dir(data_dir: Path) -> Path:
+    """A Ray temp dir of this stack's own ($RAY_TMPDIR or /tmp, one per data dir), so that a
+    driver started here never finds another cluster's session; kept short for Ray's sockets."""
+    tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return Path(os.environ.get("RAY_TMPDIR") or "/tmp") / f"clef-{os.getuid()}-{tag}"
+
+
+def up(data_dir: Path, ports: Ports | None = None, timeout: float = 180) -> list[Service]:
     """Start the four services (refuses if a stack of this data dir is running)."""
     data_dir = data_dir.resolve()
+    ports = ports or choose_ports()
     running = [s for s in read_state(data_dir) if _alive(s.pid)]
     if running:
         raise ClefError(
@@ -131,6 +223,10 @@ def up(data_dir: Path, ports: Ports = Ports(), timeout: float = 180) -> list[Ser
     folder.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
     base.pop("PREFECT_API_URL", None)
+    base.pop("RAY_ADDRESS", None)  # the head must not join a cluster named in the caller's env
+    base.update(
+        {k: base.get(k, v) if k == "RAY_AUTH_MODE" else v for k, v in LOOPBACK_RAY_ENV.items()}
+    )
     services = [
         _start("prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
                base, f"http://{HOST}:{ports.prefect}", f"http://{HOST}:{ports.prefect}/api/health", folder),
@@ -144,10 +240,10 @@ def up(data_dir: Path, ports: Ports = Ports(), timeout: float = 180) -> list[Ser
                        "--ray-client-server-port", str(ports.ray_client),
                        "--dashboard-agent-listen-port", str(ports.ray_agent),
                        "--num-cpus", str(max(4, 2 * (os.cpu_count() or 1))),
-                       "--temp-dir", str(Path("/tmp") / f"ray-clef-{os.getuid()}")],
+                       "--temp-dir", str(ray_temp_dir(data_dir))],
                base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder),
     ]  # fmt: skip
-    _save(data_dir, services)
+    _save(data_dir, services, ports)
     for s in services:
         _wait(s, timeout)
     serve_env = {**base, **service_env(data_dir, ports)}
@@ -155,7 +251,7 @@ def up(data_dir: Path, ports: Ports = Ports(), timeout: float = 180) -> list[Ser
                    f"http://{HOST}:{ports.prefect}/deployments",
                    f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
     services.append(serve)
-    _save(data_dir, services)
+    _save(data_dir, services, ports)
     _wait_for_deployments(ports, serve, timeout)
     return services
 
@@ -172,10 +268,9 @@ def _wait_for_deployments(ports: Ports, serve: Service, timeout: float) -> None:
     raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
 
 
-def _save(data_dir: Path, services: list[Service]) -> None:
-    state_file(data_dir).write_text(
-        json.dumps({"services": [asdict(s) for s in services]}, indent=1)
-    )
+def _save(data_dir: Path, services: list[Service], ports: Ports) -> None:
+    state = {"services": [asdict(s) for s in services], "ports": asdict(ports)}
+    state_file(data_dir).write_text(json.dumps(state, indent=1))
 
 
 def down(data_dir: Path, timeout: float = 30) -> list[str]:
@@ -189,14 +284,22 @@ def down(data_dir: Path, timeout: float = 30) -> list[str]:
             continue
         first = signal.SIGINT if s.name in ("deployments", "ray") else signal.SIGTERM
         _signal_group(s.pid, first)
-        deadline = time.monotonic() + timeout
-        while _alive(s.pid) and time.monotonic() < deadline:
-            time.sleep(0.3)
+        # `ray start --block` takes 30 s or more to stop its processes on a busy machine;
+        # what is left of the group after a short wait is killed (its workers share the
+        # raylet's fate).
+        _wait_gone(s.pid, min(timeout, 10) if s.name == "ray" else timeout)
         _signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
+        _wait_gone(s.pid, 10)
         stopped.append(s.name)
     if state_file(data_dir).exists():
         state_file(data_dir).unlink()
     return stopped
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -49,6 +49,23 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
     )
 
 
+def runs_url(server: str, experiment_id: str) -> str:
+    """The experiment's page on its training runs. MLflow 3.17's UI opens an experiment in its
+    GenAI view (traces: empty here) unless the link asks for the model-training one; the
+    `mlflow.experimentKind` tag the RunBook sets does not change that landing page."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def experiment_links(uri: str, prefix: str) -> list[str]:
+    """`name: runs_url` of every `<prefix>-*` experiment in the store at `uri`; a SQLite
+    store's links are for `mlflow ui` on its default address."""
+    from mlflow import MlflowClient
+
+    server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+    found = MlflowClient(uri).search_experiments(filter_string=f"name LIKE '{prefix}-%'")
+    return [f"{e.name}: {runs_url(server, e.experiment_id)}" for e in found]
+
+
 def new_reproduction_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
 

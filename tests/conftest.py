@@ -64,9 +64,9 @@ def local_ray() -> Iterator[None]:
     """A local Ray instance as `clef` starts one, shut down after the module."""
     import ray
 
-    from clef_core.runtime import local_cpus
+    from clef_core.runtime import init_ray
 
-    ray.init(num_cpus=local_cpus(), include_dashboard=False, log_to_driver=False)
+    init_ray(None)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

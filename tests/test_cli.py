@@ -19,7 +19,7 @@ def test_help_lists_subcommands() -> None:
     out = run("--help")
     assert out.returncode == 0
     for command in ("version", "config", "synth", "preprocess", "pretrain", "finetune",
-                    "evaluate", "reproduce", "report", "predict", "stack", "demo"):  # fmt: skip
+                    "evaluate", "reproduce", "report", "predict", "stack", "submit", "demo"):  # fmt: skip
         assert command in out.stdout
 
 
