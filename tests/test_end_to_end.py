@@ -158,7 +158,8 @@ def _loopback(ip: str) -> bool:
 
 def test_services_listen_on_loopback_only(stack: Stack, tmp_path: Path) -> None:
     sockets = {s.name: _listening(s.pid) for s in stack.services}
-    assert all(sockets.values()), f"a service listens nowhere: {sockets}"
+    # The deployment server only polls Prefect: it may listen nowhere (seen in CI).
+    assert all(v for n, v in sockets.items() if n != "deployments"), f"no socket: {sockets}"
     ports = {port for rows in sockets.values() for _, _, port in rows}
     # GCS, client server, dashboard, dashboard agent, Prefect, MLflow among them.
     p = stack.ports

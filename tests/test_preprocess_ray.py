@@ -80,10 +80,17 @@ def test_cli_runs_on_ray_and_prints_a_summary(
 def test_killed_run_resumes_to_identical_shards(
     synth_root: Path, tmp_path: Path, ray_tmp: Path
 ) -> None:
+    import torch
+
     reference = tmp_path / "reference"
     opts = PreprocessOptions("bp4d", synth_root / "BP4D", reference)
-    for seq in plan(opts)[0]:
-        process_sequence(opts, seq)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Ray task: float sums (MTCNN) depend on the thread count
+    try:
+        for seq in plan(opts)[0]:
+            process_sequence(opts, seq)
+    finally:
+        torch.set_num_threads(threads)
     shards = tmp_path / "shards"
     cmd = [
         CLEF,
