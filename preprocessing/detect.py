@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from preprocessing.mtcnn import MTCNN, Faces
+from preprocessing.mtcnn import MTCNN, Faces, square
 
 T = TypeVar("T")
 Box = tuple[float, float, float, float]
@@ -48,27 +48,10 @@ class Detection:
     points: np.ndarray  # [5, 2]: image-left eye, image-right eye, nose tip, mouth left, right
     score: float  # O-Net face probability
 
-    @property
-    def eyes(self) -> np.ndarray:
-        return self.points[:2]
-
-    def scaled(self, factor: float) -> Detection:
-        """The same face in a frame `factor` times larger (a frame decoded at reduced size)."""
-        box = tuple(v * factor for v in self.box)
-        return Detection(box, self.points * factor, self.score)  # type: ignore[arg-type]
-
 
 def _detection(faces: Faces, k: int) -> Detection:
     x1, y1, x2, y2 = (float(v) for v in faces.boxes[k])
     return Detection((x1, y1, x2 - x1, y2 - y1), faces.points[k].copy(), float(faces.scores[k]))
-
-
-def _square(d: Detection) -> np.ndarray:
-    """The square box O-Net is given to follow a face, [1, 4] x1, y1, x2, y2."""
-    x, y, w, h = d.box
-    side = max(w, h)
-    cx, cy = x + w / 2, y + h / 2
-    return np.array([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]], np.float32)
 
 
 def inter_ocular(points: np.ndarray) -> float:
@@ -93,7 +76,8 @@ class FaceDetector:
 
     def follow(self, frame: np.ndarray, last: Detection) -> Detection | None:
         """The face near `last` (O-Net on its box), or None when O-Net no longer sees one."""
-        faces = self.mtcnn.refine(frame, _square(last))
+        x, y, w, h = last.box
+        faces = self.mtcnn.refine(frame, square(np.array([[x, y, x + w, y + h]], np.float32)))
         if faces.scores[0] < self.cfg.track_threshold:
             return None
         return _detection(faces, 0)
