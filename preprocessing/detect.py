@@ -67,8 +67,8 @@ class FaceDetector:
 
     def detect(self, frame: np.ndarray) -> Detection | None:
         """The largest face in a BGR frame, or None."""
-        self.mtcnn.min_face = max(self.cfg.min_face_px, self.cfg.min_face * min(frame.shape[:2]))
-        faces = self.mtcnn.detect(frame)
+        min_face = max(self.cfg.min_face_px, self.cfg.min_face * min(frame.shape[:2]))
+        faces = self.mtcnn.detect(frame, min_face)
         if not len(faces):
             return None
         widths = faces.boxes[:, 2] - faces.boxes[:, 0]

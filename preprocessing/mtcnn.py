@@ -192,15 +192,19 @@ def crops(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
             if sx1 > sx0 and sy1 > sy0:
                 patch[sy0 - y1 : sy1 - y1, sx0 - x1 : sx1 - x1] = frame[sy0:sy1, sx0:sx1]
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(out[..., ::-1].copy()).permute(0, 3, 1, 2).float()
+    return network_input(out)
+
+
+def network_input(bgr: np.ndarray) -> torch.Tensor:
+    """BGR uint8 images [N, H, W, 3] -> RGB [N, 3, H, W] scaled to [-1, 1] as trained."""
+    x = torch.from_numpy(bgr[..., ::-1].copy()).permute(0, 3, 1, 2).float()
     return (x - 127.5) * 0.0078125
 
 
 class MTCNN:
     """The cascade on whole frames (`detect`) and O-Net alone on known boxes (`refine`)."""
 
-    def __init__(self, min_face: float = 20.0, device: str = "cpu") -> None:
-        self.min_face = min_face  # smallest face searched, in full-frame pixels
+    def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
         self.pnet, self.rnet, self.onet = networks(str(self.device))
 
@@ -208,9 +212,10 @@ class MTCNN:
         with torch.inference_mode():
             return [o.float().cpu().numpy() for o in net(x.to(self.device))]
 
-    def detect(self, frame: np.ndarray) -> Faces:
-        """Every face in a BGR frame: the P-Net pyramid, then R-Net, then O-Net."""
-        boxes = self._propose(frame)
+    def detect(self, frame: np.ndarray, min_face: float = 20.0) -> Faces:
+        """Every face of at least `min_face` pixels in a BGR frame: the P-Net pyramid, then
+        R-Net, then O-Net."""
+        boxes = self._propose(frame, min_face)
         if len(boxes):
             offsets, prob = self._net(self.rnet, crops(frame, boxes, 24))
             keep = prob[:, 1] > THRESHOLDS[1]
@@ -236,10 +241,10 @@ class MTCNN:
         refined = regress(boxes, offsets)
         return Faces(refined.astype(np.float32), prob[:, 1], points.astype(np.float32))
 
-    def _propose(self, frame: np.ndarray) -> np.ndarray:
+    def _propose(self, frame: np.ndarray, min_face: float) -> np.ndarray:
         """P-Net over the scale pyramid: candidate squares [N, 4], NMS'd per scale and overall."""
         h, w = frame.shape[:2]
-        scale = 12.0 / self.min_face
+        scale = 12.0 / min_face
         side = min(h, w) * scale
         found = []
         # The finest level is resized from the frame, the coarser ones from it: resizing a
@@ -247,11 +252,12 @@ class MTCNN:
         first = None
         while side >= 12:
             size = (int(w * scale + 1), int(h * scale + 1))
-            source = frame if first is None else first
-            level = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
-            first = level if first is None else first
-            x = torch.from_numpy(level[..., ::-1].copy()).permute(2, 0, 1)[None].float()
-            offsets, prob = self._net(self.pnet, (x - 127.5) * 0.0078125)
+            level = cv2.resize(
+                frame if first is None else first, size, interpolation=cv2.INTER_AREA
+            )
+            if first is None:
+                first = level
+            offsets, prob = self._net(self.pnet, network_input(level[None]))
             ys, xs = np.nonzero(prob[0, 1] >= THRESHOLDS[0])
             if len(ys):
                 cells = np.stack([xs, ys], 1)

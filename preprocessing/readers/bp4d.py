@@ -1,10 +1,9 @@
 """BP4D and BP4D+: frame folders (or BP4D+ zip per subject) and AU_OCC occurrence CSVs.
 
 The first column is the frame number (by position: its header varies); AU columns are mapped
-by header name ('k' is AU k); frame
-numbers come from file stems as integers (zero-padding differs between subjects); any value
-other than 0/1 (9 = not coded) is unknown (-1). Frames without a label row are unlabeled
-(stage-1 pre-training only).
+by header name ('k' is AU k); frame numbers come from file stems as integers (zero-padding
+differs between subjects); any value other than 0/1 (9 = not coded) is unknown (-1). Frames
+without a label row are unlabeled (stage-1 pre-training only).
 """
 
 from __future__ import annotations
@@ -100,6 +99,7 @@ class BP4DReader(Reader):
             self.issues.add(
                 f"{path}: no column for AU {', '.join(map(str, missing))}; those AUs are unknown"
             )
+        cells = [column.get(str(au)) for au in self.au_ids]
         out: dict[int, list[int]] = {}
         last = None
         for row in table[1:]:
@@ -116,7 +116,6 @@ class BP4DReader(Reader):
                 )
                 return {}
             last = frame
-            cells = [column.get(str(au)) for au in self.au_ids]
             out[frame] = [
                 _occurrence(row[i] if i is not None and i < len(row) else None) for i in cells
             ]
