@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from clef_core import losses
+from clef_core.augment import resize
 from clef_core.config import Stage1Config, Stage2Config
 from clef_core.labels import LabelSpace
 from clef_core.metrics import accuracy, au_f1
@@ -231,8 +232,11 @@ def predict(
         z_name = model.encode_text(tokens(tokenizer, name_prompts(space.labels), device))
     scores, targets, feats = [], [], []
     for batch in batches:
+        images = batch["image"].to(device)
+        if images.dtype == torch.uint8:  # as the data pipeline delivers them (data.py)
+            images = resize(images, model.image_size)
         with autocast_for(device, precision):
-            z = model.encode_image(batch["image"].to(device))
+            z = model.encode_image(images)
             logits = class_logits(model, z, z_name)
         probs = torch.sigmoid(logits) if space.kind == "au" else torch.softmax(logits, -1)
         scores.append(probs.float().cpu().numpy())
