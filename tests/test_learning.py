@@ -8,7 +8,7 @@ intensities, so a few hundred steps suffice; how far the same model gets on the 
 BP4D's subtle, spontaneous AUs is measured by bench/ablation.py (README, "Training from
 scratch"). A broken loss, schedule, augmentation or label path lands near the always-present
 F1 and an AUC near 0.5 and fails here (checked: the same run with the training faces' labels
-shuffled among them, or with lr 0, fails both assertions).
+shuffled among them scores F1 23.8 against 31.0 always present and AUC 0.53).
 """
 
 from __future__ import annotations
