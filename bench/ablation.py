@@ -187,29 +187,30 @@ def main() -> None:
                     f" AUC {s['auc']:.3f}  {s['seconds']:.0f} s"
                 )
                 progress.advance(bar)
+        wall = time.perf_counter() - start
+        summary = {
+            row: {k: mean_sd([s[k] for s in runs]) for k in ("f1", "auc", "always_f1")}
+            for row, runs in scores.items()
+        }
+        for row, stats in summary.items():
+            label = row.replace("+", "_")  # MLflow metric names: no "+"
+            for k, (m, sd) in stats.items():
+                client.log_metric(parent, f"{k}_{label}", m)
+                if not math.isnan(sd):
+                    client.log_metric(parent, f"{k}_sd_{label}", sd)
+        client.log_metric(parent, "wall_seconds", wall)
+        table = markdown(summary, args.seeds, wall)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ablation.md").write_text(table)
+        (args.out / "ablation.json").write_text(
+            json.dumps({"scores": scores, "wall_s": wall}, indent=1)
+        )
+        plot(summary, args.out / "ablation.png")
+        for file in ("ablation.md", "ablation.png", "ablation.json"):
+            client.log_artifact(parent, str(args.out / file))
     except BaseException:
         client.set_terminated(parent, "FAILED")
         raise
-    wall = time.perf_counter() - start
-    summary = {
-        row: {k: mean_sd([s[k] for s in runs]) for k in ("f1", "auc", "always_f1")}
-        for row, runs in scores.items()
-    }
-    for row, s in summary.items():
-        for k, (m, sd) in s.items():
-            client.log_metric(parent, f"{k}_{row}", m)
-            if not math.isnan(sd):
-                client.log_metric(parent, f"{k}_sd_{row}", sd)
-    client.log_metric(parent, "wall_seconds", wall)
-    table = markdown(summary, args.seeds, wall)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ablation.md").write_text(table)
-    (args.out / "ablation.json").write_text(
-        json.dumps({"scores": scores, "wall_s": wall}, indent=1)
-    )
-    plot(summary, args.out / "ablation.png")
-    for name in ("ablation.md", "ablation.png", "ablation.json"):
-        client.log_artifact(parent, str(args.out / name))
     client.set_terminated(parent)
     console.print(Markdown(table))
     console.print(
