@@ -1,7 +1,7 @@
 """A decoded cache of the shards, for data that fits in memory (`compute.cache_decoded`).
 
 Small images (the 64-px cpu-tiny model) are cheap to keep decoded: each dataset's shards are
-decoded once, shrunk to the workers' source side (`data.source_size`), and kept as uint8
+decoded once, shrunk to the workers' source side (`source_size`), and kept as uint8
 arrays in `<data_dir>/cache/`, keyed by the shards' manifest. Training then feeds Ray Train
 from memory (`data.in_memory`): no per-epoch read, decode or Ray Data task start-up, which
 cost most of a short CPU training run (README, "Training from scratch"). Large real datasets
