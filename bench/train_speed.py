@@ -40,19 +40,20 @@ def pipeline_rate(shards: Path, cfg, batch: int, passes: int = 3) -> float:  # t
     """Samples/s delivered by the stage-1 pipeline (warm passes: the first is discarded)."""
     import ray
 
+    from clef_core.cache import source_size
     from clef_core.data import load_split, model_inputs
     from clef_core.runtime import init_ray
 
     init_ray(None)
+    side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
     ds = model_inputs(
-        load_split(shards, "bp4d"), cfg.model.image_size, 2, cfg.stage1.augment, None,
-        cfg.compute.data_cpus, 0, cfg.compute.data_concurrency,
-    )  # fmt: skip
+        load_split(shards, "bp4d"), side, None, cfg.compute.data_cpus, cfg.compute.data_concurrency
+    )
     rates = []
     for i in range(passes):
         start, n = time.perf_counter(), 0
         for b in ds.iter_torch_batches(batch_size=batch):
-            n += len(b["view1"])
+            n += len(b["image"])
         if i:
             rates.append(n / (time.perf_counter() - start))
     ray.shutdown()

@@ -68,7 +68,7 @@ def augment(
         h, w = x.shape[-2:]
         shrink = source / max(h, w)
         x = _smooth_resize(x, (round(h * shrink), round(w * shrink)))
-    theta = _random_affines(x.shape[0], cfg, gen)
+    theta = _random_affines(x.shape[0], cfg, gen).to(x.device)
     grid = F.affine_grid(theta, [x.shape[0], 3, size, size], align_corners=False)
     return normalize(
         F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -81,3 +81,21 @@ def resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] != size:
         x = _smooth_resize(x, (size, size))
     return normalize(x)
+
+
+def model_views(
+    batch: dict[str, torch.Tensor], size: int, views: int, cfg: AugmentConfig, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """A batch as delivered to a worker (uint8 `image` [B, H, W, 3], on its device) -> model
+    inputs: views=0 `image` resized (evaluation), 1 `image` augmented (stage 2), 2 `view1`
+    and `view2`, two independent augmentations (stage 1). Other keys pass through."""
+    out = {k: v for k, v in batch.items() if k != "image"}
+    images = batch["image"]
+    if views == 0:
+        out["image"] = resize(images, size)
+    elif views == 1:
+        out["image"] = augment(images, size, cfg, gen)
+    else:
+        out["view1"] = augment(images, size, cfg, gen)
+        out["view2"] = augment(images, size, cfg, gen)
+    return out

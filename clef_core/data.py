@@ -14,50 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-import torch
 
-from clef_core.augment import augment, resize
-from clef_core.config import AugmentConfig
-from clef_core.errors import ClefError
-
-COLUMNS = ["dataset", "subject", "task", "frame", "image", "au", "expression", "part", "face_found"]
-
-
-def row_key(subject: str | None, task: str | None, frame: int) -> int:
-    """A row's identity (subject, task, frame) as one non-negative int64, so it can ride along
-    the tensor batches (strings cannot) and evaluation can say which frame each score is for
-    (`clef_core.heldout` maps it back and checks it is unique)."""
-    import hashlib
-
-    # A missing task may arrive as None or as NaN (numpy/pandas): both are "no task".
-    subject, task = (v if isinstance(v, str) else "" for v in (subject, task))
-    text = f"{subject}\0{task}\0{int(frame)}".encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
-
-
-def row_keys(subjects: Sequence, tasks: Sequence, frames: Sequence) -> np.ndarray:
-    """`row_key` of each row of a batch's id columns: the int64 `row` column of evaluation
-    batches (what `train.predict` collects)."""
-    return np.array(
-        [row_key(s, t, f) for s, t, f in zip(subjects, tasks, frames, strict=True)], np.int64
-    )
-
-
-def shard_files(shard_dir: Path, dataset: str) -> list[str]:
-    import json
-
-    manifest = shard_dir / dataset / "manifest.json"
-    if not manifest.is_file():
-        raise ClefError(
-            f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"
-        )
-    names = json.loads(manifest.read_text())["shards"]
-    return [str(shard_dir / dataset / n) for n in names]
+from clef_core.cache import COLUMNS, decode_jpegs, row_keys, shard_files, shrink
 
 
 def keep_rows(table: pa.Table, parts: Sequence[int] | None, labels: str | None) -> pa.Table:
@@ -93,40 +55,18 @@ def load_split(
     )
 
 
-def _decode(images: Sequence[bytes]) -> np.ndarray:
-    """JPEG bytes -> uint8 RGB [B, H, W, 3]."""
-    out = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for b in images]
-    return np.stack(out)
-
-
 def decode_batch(
-    batch: dict[str, Any],
-    size: int,
-    views: int,
-    augment_cfg: AugmentConfig,
-    activity_index: dict[str, int] | None = None,
-    seed: int = 0,
+    batch: dict[str, Any], side: int, activity_index: dict[str, int] | None = None
 ) -> dict[str, np.ndarray]:
-    """A Ray Data batch (numpy) -> model inputs.
-
-    views=0: `image` resized and `row` (`row_key`, int64) (evaluation); 1: `image` augmented (stage 2); 2: `view1` and
-    `view2`, two independent augmentations (stage 1). Labels pass through as `au`
-    (int8 [B, C]) and `expression`; `activity` (int64) comes from "dataset/task".
-    """
-    rgb = _decode(batch["image"])
-    # Each batch gets its own random stream (derived from its content, so reruns repeat).
-    gen = torch.Generator().manual_seed(
-        seed + int(np.frombuffer(batch["image"][0][-8:], np.uint8).sum())
-    )
-    out: dict[str, np.ndarray] = {}
-    if views == 0:
-        out["image"] = resize(rgb, size).numpy()
-        out["row"] = row_keys(batch["subject"], batch["task"], batch["frame"])
-    elif views == 1:
-        out["image"] = augment(rgb, size, augment_cfg, gen).numpy()
-    else:
-        out["view1"] = augment(rgb, size, augment_cfg, gen).numpy()
-        out["view2"] = augment(rgb, size, augment_cfg, gen).numpy()
+    """A Ray Data batch (numpy) -> uint8 `image` [B, side, side, 3] (shrunk when the shards
+    are larger) and labels: `au` (int8 [B, C], 1/0/-1), `expression`, and `activity` (int64)
+    from "dataset/task" when an index is given. Augmentation happens on the training worker
+    (`augment.model_views`), on its device, so what travels is compact uint8. `row` (int64,
+    `cache.row_key`) says which frame each row is, for the held-out predictions."""
+    out: dict[str, np.ndarray] = {
+        "image": shrink(decode_jpegs(batch["image"]), side),
+        "row": row_keys(batch["subject"], batch["task"], batch["frame"]),
+    }
     au = batch["au"]
     if len(au) and len(au[0]):
         out["au"] = np.stack([np.asarray(a, np.int8) for a in au])
@@ -139,29 +79,20 @@ def decode_batch(
 
 def model_inputs(
     ds: ray.data.Dataset,
-    size: int,
-    views: int,
-    augment_cfg: AugmentConfig,
+    side: int,
     activity_index: dict[str, int] | None = None,
     num_cpus: float = 1.0,
-    seed: int = 0,
     concurrency: int | None = None,
 ) -> ray.data.Dataset:
-    """Decode (and augment) in parallel Ray tasks (at most `concurrency` at once, None = as
-    many as fit); streamed, never materialised."""
+    """Decode in parallel Ray tasks (at most `concurrency` at once, None = as many as fit);
+    streamed, never materialised."""
     return ds.map_batches(
         decode_batch,
         batch_format="numpy",
         batch_size=64,
         num_cpus=num_cpus,
         compute=ray.data.TaskPoolStrategy(size=concurrency),
-        fn_kwargs={
-            "size": size,
-            "views": views,
-            "augment_cfg": augment_cfg,
-            "activity_index": activity_index,
-            "seed": seed,
-        },
+        fn_kwargs={"side": side, "activity_index": activity_index},
     )
 
 
@@ -191,3 +122,22 @@ def _sample_tasks(batch: pa.Table, keep: dict[str, float]) -> pa.Table:
 
 def balance_activities(ds: ray.data.Dataset, keep: dict[str, float]) -> ray.data.Dataset:
     return ds.map_batches(_sample_tasks, batch_format="pyarrow", fn_kwargs={"keep": keep})
+
+
+def in_memory(columns: dict[str, np.ndarray], block_rows: int = 256) -> ray.data.Dataset:
+    """A materialised Ray Dataset of numpy columns, in blocks of `block_rows` rows."""
+    from ray.data.extensions import ArrowTensorArray
+
+    n = len(columns["image"])
+    tables = [
+        pa.table(
+            {
+                k: pa.array(v[i : i + block_rows])
+                if v.ndim == 1
+                else ArrowTensorArray.from_numpy(v[i : i + block_rows])
+                for k, v in columns.items()
+            }
+        )
+        for i in range(0, max(n, 1), block_rows)
+    ]
+    return ray.data.from_arrow(tables)

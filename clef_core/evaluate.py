@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from clef_core.cache import source_size
 from clef_core.checkpoint import label_space_of, load_model
 from clef_core.config import ExperimentConfig
 from clef_core.data import load_split, model_inputs
@@ -38,9 +39,8 @@ def evaluate_checkpoint(
     rows = load_split(
         cfg.data.shard_dir, dataset, parts, "au" if space.kind == "au" else "expression"
     )
-    batches = model_inputs(
-        rows, model.image_size, 0, cfg.stage2.augment, None, cfg.compute.data_cpus
-    )
+    side = source_size(model.image_size, cfg.stage1.augment, cfg.stage2.augment)
+    batches = model_inputs(rows, side, None, cfg.compute.data_cpus)
     model.to(torch.device(device))
     pred = predict(
         model,

@@ -4,7 +4,7 @@ targets and the model's scores), with the label space, the decision threshold an
 baseline's majority class in the file's metadata.
 
 Scores come from the workers in whatever order Ray Data streamed the test split; each carries
-its row's key (`data.row_key`), mapped back here to (subject, task, frame) from the shards'
+its row's key (`cache.row_key`), mapped back here to (subject, task, frame) from the shards'
 id columns (no images read).
 """
 
@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clef_core.cache import row_key, shard_files
 from clef_core.checkpoint import label_space_of, read_meta
-from clef_core.data import keep_rows, row_key, shard_files
+from clef_core.data import keep_rows
 from clef_core.errors import ClefError
 from clef_core.labels import LabelSpace
 from clef_core.metrics import majority_class

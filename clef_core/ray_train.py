@@ -24,15 +24,17 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
+from clef_core.augment import model_views
+from clef_core.cache import cached_split, decoded_arrays, shard_files, source_size
 from clef_core.checkpoint import load_weights, read_meta, save_checkpoint, save_predictions
 from clef_core.config import ExperimentConfig
 from clef_core.data import (
     balance_activities,
     even_activity_shares,
+    in_memory,
     keep_rows,
     load_split,
     model_inputs,
-    shard_files,
 )
 from clef_core.dist import average_gradients, gather_with_grad
 from clef_core.labels import LabelSpace
@@ -141,11 +143,17 @@ def train_loop(config: dict[str, Any]) -> None:
     weights = torch.tensor(config["weights"], device=device) if config.get("weights") else None
     tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"))
 
+    # Augmentation runs here, on the worker's device (the pipeline delivers uint8 images).
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank + 104729 * epoch0)
+    size = cfg.model.image_size
+
     def step_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         if job.stage == 1:
-            return pretrain_step(model, batch, tok, activities, cfg.stage1, rng, gather_with_grad)
+            views = model_views(batch, size, 2, cfg.stage1.augment, gen)
+            return pretrain_step(model, views, tok, activities, cfg.stage1, rng, gather_with_grad)
         assert space is not None
-        return finetune_step(model, batch, tok, space, cfg.stage2, weights, rng)
+        views = model_views(batch, size, 1, cfg.stage2.augment, gen)
+        return finetune_step(model, views, tok, space, cfg.stage2, weights, rng)
 
     train_shard = ray.train.get_dataset_shard("train")
     for epoch in range(epoch0, stage_cfg.epochs):
@@ -211,41 +219,53 @@ def run_stage(
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }
+    side = source_size(size, cfg.stage1.augment, cfg.stage2.augment)
+    cache = cfg.compute.cache_decoded
     if job.stage == 1:
         activities = activities_of(shard_dir, job.datasets)
         index = {f"{d}/{t}": i for i, (d, t) in enumerate(activities)}
         sources, rows = [], 0
         for d in job.datasets:
-            split = load_split(shard_dir, d, job.train_parts, shuffle_seed=cfg.seed)
             keep = even_activity_shares(_manifest(shard_dir, d)["rows_per_task"])
-            if cfg.stage1.balance_activities and keep:
+            balance = cfg.stage1.balance_activities and bool(keep)
+            if cache:
+                arrays = decoded_arrays(shard_dir, d, side)
+                columns = cached_split(
+                    arrays, job.train_parts, None, index, keep if balance else None, cfg.seed
+                )
+                sources.append(in_memory(columns))
+                rows += len(columns["image"])
+                continue
+            split = load_split(shard_dir, d, job.train_parts, shuffle_seed=cfg.seed)
+            if balance:
                 split = balance_activities(split, keep)
-            sources.append(split)
-            share = sum(keep.values()) / len(keep) if cfg.stage1.balance_activities and keep else 1
+            sources.append(model_inputs(split, side, index, data_cpus, concurrency))
+            share = sum(keep.values()) / len(keep) if balance else 1
             rows += int(_rows_in(shard_dir, d, job.train_parts) * share)
         train = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
-        datasets = {
-            "train": model_inputs(
-                train, size, 2, cfg.stage1.augment, index, data_cpus, cfg.seed, concurrency
-            )
-        }
+        datasets = {"train": train}
         loop_config["activities"] = activities
         score, order = "train_loss", "min"
     else:
         dataset = job.datasets[0]
         space = label_space_of(shard_dir, dataset)
         labels = "au" if space.kind == "au" else "expression"
-        train = load_split(shard_dir, dataset, job.train_parts, labels, shuffle_seed=cfg.seed)
-        test = load_split(shard_dir, dataset, job.test_parts, labels)
-        datasets = {
-            "train": model_inputs(
-                train, size, 1, cfg.stage2.augment, None, data_cpus, cfg.seed, concurrency
-            ),
-            "test": model_inputs(
-                test, size, 0, cfg.stage2.augment, None, data_cpus, concurrency=concurrency
-            ),
-        }
-        rows = _rows_in(shard_dir, dataset, job.train_parts)
+        if cache:
+            arrays = decoded_arrays(shard_dir, dataset, side)
+            train_columns = cached_split(arrays, job.train_parts, labels, shuffle_seed=cfg.seed)
+            datasets = {
+                "train": in_memory(train_columns),
+                "test": in_memory(cached_split(arrays, job.test_parts, labels)),
+            }
+            rows = len(train_columns["image"])
+        else:
+            train = load_split(shard_dir, dataset, job.train_parts, labels, shuffle_seed=cfg.seed)
+            test = load_split(shard_dir, dataset, job.test_parts, labels)
+            datasets = {
+                "train": model_inputs(train, side, None, data_cpus, concurrency),
+                "test": model_inputs(test, side, None, data_cpus, concurrency),
+            }
+            rows = _rows_in(shard_dir, dataset, job.train_parts)
         loop_config["space"] = [space.kind, list(space.labels)]
         loop_config["weights"] = _class_weights(shard_dir, job, space)
         score, order = ("f1_mean", "max") if space.kind == "au" else ("accuracy", "max")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from clef_core import losses
+from clef_core.augment import resize
 from clef_core.config import Stage1Config, Stage2Config
 from clef_core.labels import LabelSpace
 from clef_core.metrics import accuracy, always_present_f1, au_auc, au_f1, macro_ovr_auc
@@ -214,7 +215,7 @@ class Predictions:
     scores: np.ndarray  # [N, C] probabilities (AU) or softmax (FER)
     targets: np.ndarray  # [N, C] (AU) or [N] (FER)
     features: np.ndarray  # [N, d] image features, for t-SNE
-    rows: np.ndarray | None = None  # [N] int64 `data.row_key` of each row, when batches carry it
+    rows: np.ndarray | None = None  # [N] int64 `cache.row_key` of each row, when batches carry it
 
 
 @torch.no_grad()
@@ -234,8 +235,11 @@ def predict(
     for batch in batches:
         if "row" in batch:
             rows.append(batch["row"].cpu().numpy())
+        images = batch["image"].to(device)
+        if images.dtype == torch.uint8:  # as the data pipeline delivers them (data.py)
+            images = resize(images, model.image_size)
         with autocast_for(device, precision):
-            z = model.encode_image(batch["image"].to(device))
+            z = model.encode_image(images)
             logits = class_logits(model, z, z_name)
         probs = torch.sigmoid(logits) if space.kind == "au" else torch.softmax(logits, -1)
         scores.append(probs.float().cpu().numpy())

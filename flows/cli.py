@@ -83,7 +83,10 @@ def synth(
         str | None,
         typer.Option(help="Comma list of bp4d,bp4d_plus,disfa,rafdb,affectnet,ferplus,videos."),
     ] = None,
-    subjects: Annotated[int | None, typer.Option(help="Subjects per AU dataset.")] = None,
+    subjects: Annotated[
+        int | None,
+        typer.Option(help="Subjects per AU dataset (at most as many as the real one has)."),
+    ] = None,
     frames_per_task: Annotated[int | None, typer.Option(help="Frames per BP4D/BP4D+ task.")] = None,
     image_size: Annotated[str | None, typer.Option(help="Frame size WxH, e.g. 640x480.")] = None,
     fer_images: Annotated[int | None, typer.Option(help="Images per FER dataset.")] = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from clef_core.errors import ClefError
+
 # BP4D parts used by JAA-Net and ME-GraphAU.
 BP4D_PARTS: tuple[tuple[str, ...], ...] = (
     tuple(
@@ -105,6 +107,12 @@ def part_of(dataset: str, subject: str) -> int:
 def pick_subjects(dataset: str, n: int) -> list[str]:
     """n subjects spread evenly over the dataset's parts (round-robin), for the generator."""
     parts = PARTS[dataset]
+    available = sum(len(members) for members in parts)
+    if n > available:
+        raise ClefError(
+            f"{dataset} has {available} subjects in its real layout; asked for {n} "
+            f"(give --subjects {available} or fewer)"
+        )
     chosen: list[str] = []
     depth = 0
     while len(chosen) < n:

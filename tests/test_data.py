@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from clef_core.augment import resize
+from clef_core.augment import model_views, resize
+from clef_core.cache import cached_split, decoded_arrays, shrink
 from clef_core.config import AugmentConfig
-from clef_core.data import load_split, model_inputs
+from clef_core.data import balance_activities, even_activity_shares, load_split, model_inputs
 from clef_core.errors import ClefError
 
 ACTIVITIES = {f"bp4d/T{k}": k - 1 for k in range(1, 9)}
@@ -41,12 +42,14 @@ def test_split_keeps_wanted_parts_and_labeled_rows(shard_dir: Path, local_ray: N
 
 
 def test_stage1_batches_have_two_views_and_activities(shard_dir: Path, local_ray: None) -> None:
-    ds = model_inputs(
-        load_split(shard_dir, "bp4d", parts=[0, 1]), 64, 2, AugmentConfig(), ACTIVITIES
-    )
+    """The pipeline delivers compact uint8 images at the source side; the worker makes the
+    two augmented views (on its device)."""
+    ds = model_inputs(load_split(shard_dir, "bp4d", parts=[0, 1]), 72, ACTIVITIES)
     batch = next(iter(ds.iter_torch_batches(batch_size=16)))
-    assert batch["view1"].shape == (16, 3, 64, 64) and batch["view1"].dtype == torch.float32
-    assert not torch.equal(batch["view1"], batch["view2"])
+    assert batch["image"].shape == (16, 72, 72, 3) and batch["image"].dtype == torch.uint8
+    views = model_views(batch, 64, 2, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert views["view1"].shape == (16, 3, 64, 64) and views["view1"].dtype == torch.float32
+    assert not torch.equal(views["view1"], views["view2"]) and "image" not in views
     assert batch["activity"].dtype == torch.int64 and set(batch["activity"].tolist()) <= set(
         range(8)
     )
@@ -60,11 +63,7 @@ def test_training_batches_mix_sequences(shard_dir: Path, local_ray: None) -> Non
 
     def tasks_per_batch(shuffle_seed: int | None, buffer: int | None) -> list[int]:
         ds = model_inputs(
-            load_split(shard_dir, "bp4d", parts=[0, 1], shuffle_seed=shuffle_seed),
-            64,
-            0,
-            AugmentConfig(),
-            ACTIVITIES,
+            load_split(shard_dir, "bp4d", parts=[0, 1], shuffle_seed=shuffle_seed), 64, ACTIVITIES
         )
         batches = ds.iter_torch_batches(
             batch_size=8, drop_last=True, local_shuffle_buffer_size=buffer, local_shuffle_seed=0
@@ -79,9 +78,7 @@ def test_training_batches_mix_sequences(shard_dir: Path, local_ray: None) -> Non
 def test_eval_batches_are_plain_resizes(shard_dir: Path, local_ray: None) -> None:
     """No randomness at evaluation: every pass yields exactly the plain resizes of the shard
     images (Ray Data does not keep row order between passes, so rows are compared as sets)."""
-    ds = model_inputs(
-        load_split(shard_dir, "disfa", parts=[2], labels="au"), 64, 0, AugmentConfig()
-    )
+    ds = model_inputs(load_split(shard_dir, "disfa", parts=[2], labels="au"), 72)
     rows = [r for r in all_rows(shard_dir, "disfa") if r["part"] == 2 and max(r["au"]) >= 0]
     images = np.stack(
         [
@@ -89,15 +86,55 @@ def test_eval_batches_are_plain_resizes(shard_dir: Path, local_ray: None) -> Non
             for r in rows
         ]
     )
-    expected = resize(images, 64).numpy()
+    expected = resize(shrink(images, 72), 64).numpy()
 
     def ordered(x: np.ndarray) -> np.ndarray:
         return x[np.lexsort(x.reshape(len(x), -1)[:, :256].T[::-1])]
 
     for _ in range(2):
-        got = np.concatenate([b["image"] for b in ds.iter_batches(batch_size=32)])
+        got = np.concatenate([resize(b["image"], 64) for b in ds.iter_batches(batch_size=32)])
         assert got.shape == expected.shape == (len(rows), 3, 64, 64)
         assert np.allclose(ordered(got), ordered(expected), atol=1e-5)
+
+
+def test_decoded_cache_gives_the_streamed_rows(shard_dir: Path, local_ray: None) -> None:
+    """compute.cache_decoded: the arrays decoded once hold the rows (images and labels) the
+    streaming pipeline delivers, for each filter (parts, labelled rows, the even activity
+    sample of stage 1), and a second call reads the cache instead of decoding again."""
+    import json
+
+    arrays = decoded_arrays(shard_dir, "bp4d", 72)
+    cache = sorted((shard_dir.parent / "cache").glob("bp4d-72px-*.npz"))
+    assert len(cache) == 1 and arrays["image"].dtype == np.uint8
+    stamp = cache[0].stat().st_mtime_ns
+    assert decoded_arrays(shard_dir, "bp4d", 72)["image"].shape == arrays["image"].shape
+    assert cache[0].stat().st_mtime_ns == stamp
+
+    def rows(columns: dict[str, np.ndarray]) -> list[tuple]:
+        keys = sorted(k for k in columns if k != "image")
+        return sorted(
+            (int(img.astype(np.int64).sum()), *(tuple(np.ravel(columns[k][i])) for k in keys))
+            for i, img in enumerate(columns["image"])
+        )
+
+    rows_per_task = json.loads((shard_dir / "bp4d" / "manifest.json").read_text())["rows_per_task"]
+    # Synthetic tasks are equally long (every share 1): halve some so the sample drops rows.
+    keep = {
+        t: share / (1 + k % 2)
+        for k, (t, share) in enumerate(even_activity_shares(rows_per_task).items())
+    }
+    cases = [
+        (load_split(shard_dir, "bp4d", [0, 1], "au"), cached_split(arrays, [0, 1], "au")),
+        (
+            balance_activities(load_split(shard_dir, "bp4d", [2]), keep),
+            cached_split(arrays, [2], None, ACTIVITIES, keep, shuffle_seed=3),
+        ),
+    ]
+    for streamed, cached in cases:
+        index = ACTIVITIES if "activity" in cached else None
+        got = [b for b in model_inputs(streamed, 72, index).iter_batches(batch_size=64)]
+        delivered = {k: np.concatenate([b[k] for b in got]) for k in cached}
+        assert rows(delivered) == rows(cached) and len(cached["image"]) > 0
 
 
 def test_missing_shards_are_one_clear_error(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_au_predictions_recompute_the_reported_metrics(
 def test_fer_predictions_recompute_accuracy_majority_and_auc(
     shard_dir: Path, tmp_path: Path
 ) -> None:
-    from clef_core.data import row_key
+    from clef_core.cache import row_key
     from clef_core.heldout import metrics_from, save_held_out
 
     test = _shards(shard_dir, "rafdb", ["subject", "task", "frame", "part", "expression"])

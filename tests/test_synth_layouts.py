@@ -14,6 +14,7 @@ from preprocessing.folds import BP4D_PARTS, DISFA_PARTS
 from preprocessing.synth.dynamics import AU_INDEX
 from preprocessing.synth.layouts.bp4d import BP4D_AUS, BP4D_PLUS_CODED_TASKS, OCCURRENCE_THRESHOLD
 from preprocessing.synth.layouts.disfa import DISFA_CODED_AUS
+from preprocessing.synth.spec import make_spec
 
 
 def truth(root: Path, dataset: str) -> list[dict]:
@@ -126,3 +127,19 @@ def test_videos_and_no_face_frames(synth_root: Path) -> None:
     rows = truth(synth_root, "bp4d") + truth(synth_root, "bp4d_plus") + truth(synth_root, "disfa")
     share = np.mean([not r["visible"] for r in rows])
     assert 0.002 < share < 0.08
+
+
+def test_more_subjects_than_the_real_layout_is_one_clear_error() -> None:
+    """DISFA has 27 subjects: picking 48 says so (it looped forever); `--subjects 48` renders
+    all 27."""
+    import pytest
+
+    from clef_core.errors import ClefError
+    from preprocessing.folds import pick_subjects
+
+    assert len(pick_subjects("disfa", 27)) == len(set(pick_subjects("disfa", 27))) == 27
+    with pytest.raises(ClefError, match=r"disfa has 27 subjects.*asked for 48"):
+        pick_subjects("disfa", 48)
+    # The generator's option is a cap: as many as the real dataset has.
+    spec = make_spec(Path("unused"), "test", subjects=48)
+    assert len(spec.subjects_of("disfa")) == 27 and len(spec.subjects_of("bp4d")) == 41

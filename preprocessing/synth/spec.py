@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from clef_core.errors import ClefError
+from preprocessing.folds import PARTS, pick_subjects
 
 SYNTH_DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet", "ferplus", "videos")
 
@@ -42,7 +43,7 @@ READER_ROOTS = {
 class SynthSpec:
     out: Path
     datasets: tuple[str, ...] = SYNTH_DATASETS
-    subjects: int = 6  # per AU dataset (spread over the subject-exclusive parts)
+    subjects: int = 6  # per AU dataset, at most its real count (`subjects_of`)
     frames_per_task: int = 24  # frames of each BP4D/BP4D+ task; DISFA videos get 4x
     image_size: tuple[int, int] = (320, 240)  # width, height of frames
     fer_images: int = 140  # images per FER dataset
@@ -55,6 +56,12 @@ class SynthSpec:
     def root(self, dataset: str) -> Path:
         return self.out / ROOT_NAMES[dataset]
 
+    def subjects_of(self, dataset: str) -> list[str]:
+        """The real subject ids to render: `subjects` of them, or every one the real dataset
+        has when it has fewer (DISFA: 27, BP4D: 41), spread over its fold parts."""
+        available = sum(len(members) for members in PARTS[dataset])
+        return pick_subjects(dataset, min(self.subjects, available))
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds of work: the test suite.
@@ -65,10 +72,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fer_images": 140,
         "videos": 2,
     },
-    # A few minutes of pipeline work on 2 cores: the demo.
+    # A few minutes of pipeline work on 2 cores: the demo. Every subject of BP4D (41) and
+    # DISFA (27) with short tasks: a small model trained from scratch generalises to new
+    # people only from many identities (README, "Training from scratch").
     "demo": {
-        "subjects": 12,
-        "frames_per_task": 48,
+        "subjects": 41,
+        "frames_per_task": 24,
         "image_size": (640, 480),
         "fer_images": 700,
         "videos": 2,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.folds import BP4D_PLUS_PARTS, pick_subjects
+from preprocessing.folds import BP4D_PLUS_PARTS
 from preprocessing.synth.dynamics import AU_INDEX, BP4D_PLUS_PROFILES, BP4D_PROFILES
 from preprocessing.synth.identity import rng_for
 from preprocessing.synth.sequence import render_sequence, truth_row
@@ -63,7 +63,7 @@ def occurrence(intensity: float) -> int:
 
 def jobs(spec: SynthSpec, dataset: str) -> list[Any]:
     if dataset == "bp4d":
-        subjects, tasks = pick_subjects("bp4d", spec.subjects), list(BP4D_PROFILES)
+        subjects, tasks = spec.subjects_of("bp4d"), list(BP4D_PROFILES)
     else:
         # BP4D+ subjects: spread over our 4 parts so every fold has training and test data.
         subjects = [BP4D_PLUS_PARTS[k % 4][k // 4] for k in range(max(spec.subjects, 4))]

@@ -15,7 +15,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from preprocessing.folds import pick_subjects
 from preprocessing.synth.dynamics import AU_INDEX, BP4D_PROFILES, activity_track
 from preprocessing.synth.identity import make_identity, rng_for
 from preprocessing.synth.scene import SequenceRenderer
@@ -28,7 +27,7 @@ FPS = 20.0
 
 
 def jobs(spec: SynthSpec, dataset: str = "disfa") -> list[Any]:
-    return [partial(write_subject, spec, s) for s in pick_subjects("disfa", spec.subjects)]
+    return [partial(write_subject, spec, s) for s in spec.subjects_of("disfa")]
 
 
 def stimulus_track(spec: SynthSpec, subject: str, n_frames: int) -> np.ndarray:

@@ -1,0 +1,172 @@
+"""Both CLEF stages in one process on the decoded arrays (`clef_core.cache`): the same model,
+steps, losses, schedule and worker-side augmentation as the Ray Train loop, without Ray or
+MLflow. For many short runs where a worker group's start-up would cost more than the
+training: the learning test and `bench/ablation.py`.
+
+Differences from `ray_train`: one process (so stage 1's batch is the whole batch, no gather),
+and each epoch visits the training rows in a fresh seeded permutation (a full shuffle, where
+the Ray path mixes with a shuffle buffer).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clef_core.augment import model_views
+from clef_core.cache import cached_split, decoded_arrays, source_size
+from clef_core.config import ExperimentConfig
+from clef_core.data import even_activity_shares
+from clef_core.labels import LabelSpace
+from clef_core.model import ClefModel, build_model, tokenizer_for
+from clef_core.train import (
+    Predictions,
+    finetune_step,
+    make_optimizer,
+    metrics_of,
+    predict,
+    pretrain_step,
+    run_epoch,
+    warmup_cosine,
+)
+from clef_core.weights import au_pos_weights, expression_weights
+
+CPU = torch.device("cpu")
+
+
+@dataclass
+class LocalResult:
+    model: ClefModel
+    losses: list[float]  # training loss of every step
+    predictions: Predictions | None = None  # stage 2: on the test parts
+    metrics: dict[str, float] | None = None  # stage 2: metrics_of(predictions)
+
+
+def _manifest(shard_dir: Path, dataset: str) -> dict:
+    return dict(json.loads((shard_dir / dataset / "manifest.json").read_text()))
+
+
+def _batches(
+    columns: dict[str, np.ndarray], batch: int, seed: int, shuffle: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    n = len(columns["image"])
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    stop = n - batch + 1 if shuffle else n  # training drops the last partial batch
+    for start in range(0, max(stop, 0), batch):
+        idx = order[start : start + batch]
+        yield {k: torch.from_numpy(v[idx]) for k, v in columns.items()}
+
+
+def run_local_stage(
+    cfg: ExperimentConfig,
+    stage: int,
+    dataset: str,
+    train_parts: tuple[int, ...] | None,
+    test_parts: tuple[int, ...] | None = None,
+    init: ClefModel | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+    space: LabelSpace | None = None,
+) -> LocalResult:
+    """Train one stage on `dataset`'s `train_parts` (stage 2: then score `test_parts`).
+
+    The rows are the dataset's decoded shards, or `arrays` when given (columns as
+    `cache.decoded_arrays` has them; stage 2 then needs `space`, the labels of its `au`)."""
+    shard_dir = cfg.data.shard_dir
+    stage_cfg = cfg.stage1 if stage == 1 else cfg.stage2
+    size = cfg.model.image_size
+    if arrays is None:
+        side = source_size(size, cfg.stage1.augment, cfg.stage2.augment)
+        arrays = decoded_arrays(shard_dir, dataset, side)
+    manifest = _manifest(shard_dir, dataset) if stage == 1 or space is None else {}
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
+    activities: list[tuple[str, str]] = []
+    weights = None
+    if stage == 1:
+        tasks = sorted(
+            (t for t in manifest["rows_per_task"] if t != "None"), key=lambda t: int(t.lstrip("T"))
+        )
+        activities = [(dataset, t) for t in tasks]
+        keep = even_activity_shares(manifest["rows_per_task"])
+        train = cached_split(
+            arrays, train_parts, None, {f"{dataset}/{t}": i for i, t in enumerate(tasks)},
+            keep if cfg.stage1.balance_activities and keep else None,
+        )  # fmt: skip
+    else:
+        if space is None and manifest["au_ids"]:
+            space = LabelSpace.aus(manifest["au_ids"])
+        elif space is None:
+            space = LabelSpace.expressions(manifest["classes"])
+        labels = "au" if space.kind == "au" else "expression"
+        train = cached_split(arrays, train_parts, labels)
+        if space.kind == "au":
+            weights = torch.tensor(au_pos_weights(train["au"]), dtype=torch.float32)
+        else:
+            weights = torch.tensor(expression_weights(train["expression"], space.n))
+        if cfg.stage2.head == "linear":
+            model.set_linear_head(space.n)
+    if init is not None:  # like load_weights(strict=False): every matching weight
+        own = model.state_dict()
+        model.load_state_dict(
+            {k: v for k, v in init.state_dict().items() if k in own and v.shape == own[k].shape},
+            strict=False,
+        )
+    lr = cfg.stage1.lr if stage == 1 else cfg.stage2.lr_for(dataset)
+    opt = make_optimizer(model, lr, stage_cfg.weight_decay)
+    batch = stage_cfg.batch_size
+    steps = stage_cfg.steps_per_epoch or max(1, len(train["image"]) // batch)
+    total, warm = steps * stage_cfg.epochs, int(stage_cfg.warmup_epochs * steps)
+    tok = tokenizer_for(cfg.model)
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses: list[float] = []
+
+    def step_fn(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if stage == 1:
+            views = model_views(b, size, 2, cfg.stage1.augment, gen)
+            return pretrain_step(model, views, tok, activities, cfg.stage1, rng)
+        assert space is not None
+        views = model_views(b, size, 1, cfg.stage2.augment, gen)
+        return finetune_step(model, views, tok, space, cfg.stage2, weights, rng)
+
+    def record(step: int, parts: dict[str, float]) -> None:
+        losses.append(parts["loss"])
+        if on_step is not None:
+            on_step(step, parts)
+
+    step = 0
+    model.train()
+    for epoch in range(stage_cfg.epochs):
+        done = 0
+        while done < steps:  # an epoch of `steps` batches, reshuffling if the data is shorter
+            before = step
+            step, _ = run_epoch(
+                step_fn, _batches(train, batch, cfg.seed + 1000 * epoch + done),
+                opt, lambda s: warmup_cosine(s, total, warm, lr, stage_cfg.min_lr),
+                step, CPU, cfg.compute.precision, max_steps=steps - done, on_step=record,
+            )  # fmt: skip
+            done += step - before
+            if step == before:
+                raise ValueError(f"fewer training rows than one batch of {batch}")
+    result = LocalResult(model, losses)
+    if stage == 2 and test_parts is not None:
+        assert space is not None
+        test = cached_split(arrays, test_parts, "au" if space.kind == "au" else "expression")
+        result.predictions = predict(model, _batches(test, 256, 0, shuffle=False), tok, space, CPU)
+        result.metrics = metrics_of(result.predictions, space, cfg.stage2.threshold)
+    return result
+
+
+def heldout_scores(pred: Predictions, threshold: float = 0.5) -> dict[str, float]:
+    """What shows whether an AU model learned (`train.metrics_of`): mean F1 at `threshold`,
+    the F1 of predicting every AU present over the same AUs, and the mean per-AU ROC-AUC."""
+    space = LabelSpace("au", tuple(range(pred.targets.shape[1])))  # positions as ids
+    m = metrics_of(pred, space, threshold)
+    return {"f1": m["f1_mean"], "always_f1": m["f1_baseline_mean"], "auc": m["auc_mean"]}
