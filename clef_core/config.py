@@ -124,7 +124,9 @@ class Stage1Config(_Frozen):
     # Sample frames evenly over the activities (the paper: 480k BP4D+ frames, evenly over its
     # 10 tasks): each task keeps about as many frames as the smallest one has.
     balance_activities: bool = True
-    steps_per_epoch: int | None = Field(None, ge=1)  # cap, for smoke runs; None = full epoch
+    # Batches per epoch; None = one pass over the data. More than a pass holds: the data is
+    # passed over again (ours; the demo's fixed budget of steps).
+    steps_per_epoch: int | None = Field(None, ge=1)
 
 
 _PAPER_LR = {
@@ -156,6 +158,7 @@ class Stage2Config(_Frozen):
     logit_scale_init: float = Field(1 / 0.07, gt=0.0)  # 1/tau at the start (CLIP's)
     logit_scale_max: float = Field(100.0, gt=0.0)  # clamp of 1/tau, as CLIP
     augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)
+    # As stage 1's: batches per epoch, passing over the data again when needed.
     steps_per_epoch: int | None = Field(None, ge=1)
     eval_every_epoch: bool = False  # held-out metrics after every epoch, not just the last
 

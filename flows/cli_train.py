@@ -226,6 +226,7 @@ def reproduce(
 ) -> None:
     """Run the whole `clef` Prefect flow in this process (no server needed), print the report."""
     from flows.clef_flow import ReproductionParams, checked, clef
+    from flows.console import quiet_libraries
 
     parsed = {}
     for item in roots or []:
@@ -239,12 +240,14 @@ def reproduce(
         ray_address=ray_address, mlflow_uri=mlflow_uri,
     )  # fmt: skip
     checked(params)  # a bad parameter fails here, in seconds, before Prefect and Ray start
+    log = quiet_libraries(data_dir.resolve() / "logs" / "clef.log")
     state = clef(**params.model_dump(), return_state=True)
     if not state.is_completed():  # the flow's state message is the cause, in one line
         from clef_core.errors import ClefError
 
         raise ClefError(f"the clef flow ended {state.name}: {state.message}")
     _show_report(Path(state.result()))
+    typer.echo(f"Prefect's and Ray's own log lines: {log}")
 
 
 def _show_report(path: Path) -> None:
