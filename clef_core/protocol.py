@@ -103,11 +103,18 @@ def _config_part(cfg: ExperimentConfig, unit: Unit) -> dict[str, Any]:
     return {"model": dump["model"], "stage": stage, "seed": cfg.seed, "compute": compute}
 
 
+# Bumped when a code change alters what a unit trains with the same settings (2: an epoch of
+# steps_per_epoch batches passes over the data again instead of stopping after one pass), so
+# a cached result of the older code is trained again, not reused.
+TRAINING_VERSION = 2
+
+
 def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, Any]]) -> str:
     """A hash of the unit, its settings, its input shards and (recursively) its init unit."""
     m = manifests[unit.dataset]
     payload = {
         "unit": unit.name,
+        "training": TRAINING_VERSION,
         "config": _config_part(cfg, unit),
         "shards": [m["input_hash"], m["rows"], m["code_version"], m["image_size"]],
         "init": unit_key(cfg, unit.init, manifests) if unit.init else None,

@@ -115,6 +115,8 @@ def train_loop(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # as many intra-op threads as CPUs the worker reserved
+        torch.set_num_threads(max(1, int(cfg.compute.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
     space = (

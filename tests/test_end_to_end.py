@@ -386,8 +386,10 @@ def test_ray_job_submit_trains_on_the_stack(stack: Stack) -> None:
             check=True, capture_output=True, timeout=600,
         )  # fmt: skip
     mlflow_uri = f"http://127.0.0.1:{ports.mlflow}"
-    # A stage 2 of its own (a schedule no other test uses), on the smoke's stage 1 settings.
-    sets = [a for o in [*SMOKE.overrides, "stage2.steps_per_epoch=2"] for a in ("--set", o)]
+    # A stage 2 of its own (a schedule no other test uses), on the smoke's stage 1 settings,
+    # with two DDP workers as on a cluster (cpu-tiny itself trains on one worker).
+    ddp = ["compute.num_workers=2", "compute.cpus_per_worker=0.5"]
+    sets = [a for o in [*SMOKE.overrides, "stage2.steps_per_epoch=2", *ddp] for a in ("--set", o)]
     runtime_env = json.dumps({"env_vars": {"PATH": f"{BIN}:${{PATH}}"}})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{ports.ray_dashboard}",
            "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--",
