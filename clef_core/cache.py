@@ -63,6 +63,30 @@ def shard_files(shard_dir: Path, dataset: str) -> list[str]:
     return [str(shard_dir / dataset / n) for n in names]
 
 
+def verify_shards(shard_dir: Path, dataset: str) -> None:
+    """Every shard the manifest lists opens (its Parquet footer: seconds, no data read) and
+    together they hold the manifest's rows; otherwise one error naming the bad shards and the
+    command that rebuilds them (`clef preprocess` treats such a shard as not done)."""
+    import json
+
+    manifest = json.loads((shard_dir / dataset / "manifest.json").read_text())
+    bad, rows = [], 0
+    for name in manifest["shards"]:
+        try:
+            rows += pq.ParquetFile(shard_dir / dataset / name).metadata.num_rows
+        except (OSError, pa.ArrowInvalid) as err:  # missing, truncated, not Parquet
+            bad.append(f"{name} ({str(err).splitlines()[0]})")
+    if not bad and rows == manifest["rows"]:
+        return
+    found = f"{len(bad)} unreadable: {', '.join(bad[:5])}" if bad else f"{rows} rows"
+    root = manifest.get("source_root", "<the dataset's root>")
+    raise ClefError(
+        f"the {dataset} shards in {shard_dir / dataset} do not match their manifest "
+        f"({manifest['rows']} rows in {len(manifest['shards'])} shards expected; {found}); "
+        f"rebuild them: clef preprocess --dataset {dataset} --root {root} --out {shard_dir}"
+    )
+
+
 def decode_jpegs(images: Sequence[bytes]) -> np.ndarray:
     """JPEG bytes -> uint8 RGB [B, H, W, 3]."""
     out = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for b in images]

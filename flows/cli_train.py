@@ -40,7 +40,9 @@ def _folds(text: str) -> list[int] | None:
 def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str) -> None:  # type: ignore[no-untyped-def]
     import ray
 
+    from clef_core.cache import verify_shards
     from clef_core.experiment import key_of
+    from clef_core.protocol import datasets_of
     from clef_core.runtime import init_ray
     from flows.train import (
         close_book,
@@ -55,6 +57,8 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
     units = units_of(cfg)
     for unit in units:  # every input there (shards of each dataset) before Ray starts
         key_of(cfg, unit)
+    for dataset in datasets_of(units):  # and readable, before any work (footers: seconds)
+        verify_shards(cfg.data.shard_dir, dataset)
     book = run_book(cfg, new_reproduction_id())
     started = init_ray(cfg.compute.ray_address)
     results: list = []

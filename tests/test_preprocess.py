@@ -178,17 +178,25 @@ def test_landmarks_are_stored_in_source_frame_pixels(shards, synth_root: Path) -
 
 def test_a_cut_or_outdated_shard_is_built_again(synth_root: Path, tmp_path: Path) -> None:
     """A shard is a cache of its source: one cut short, or of an older schema (no landmarks
-    column), is not skipped but rebuilt, to the same rows as a fresh run."""
+    column), is not skipped but rebuilt, to the same rows as a fresh run. Training checks the
+    shards first (`cache.verify_shards`): the cut one is named, with the command that
+    rebuilds it, before any work."""
     import pyarrow.parquet as pq
+
+    from clef_core.cache import verify_shards
 
     root = synth_root / "DISFA"
     rows, manifest = run_inline("disfa", root, tmp_path)
+    verify_shards(tmp_path, "disfa")
     first, second = (tmp_path / "disfa" / name for name in manifest["shards"][:2])
     data = first.read_bytes()
     first.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ClefError, match=rf"1 unreadable: {first.name} .*clef preprocess --dat"):
+        verify_shards(tmp_path, "disfa")
     pq.write_table(pq.read_table(second).drop_columns(["landmarks"]), second)
     again, _ = run_inline("disfa", root, tmp_path)
     assert again == rows
+    verify_shards(tmp_path, "disfa")
 
 
 def test_missing_or_wrong_root_is_one_clear_error(tmp_path: Path, synth_root: Path) -> None:
