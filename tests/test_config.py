@@ -32,7 +32,7 @@ def test_presets_are_diffs_over_defaults() -> None:
     assert {"default", "paper", "cpu-tiny"} <= set(known_presets())
     tiny = load_config("cpu-tiny")
     assert tiny.model.arch == "inline" and tiny.model.inline is not None
-    assert tiny.model.image_size == 64
+    assert tiny.model.image_size == 96
     # Not named in the preset, so still the paper's value.
     assert tiny.stage1.temperature == 0.25 and tiny.stage2.lam == 2.0
     paper = load_config("paper")
@@ -85,7 +85,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     path = save_config(cfg, tmp_path / "config.yaml")
     assert read_config(path) == cfg
     flat = cfg.flat()
-    assert flat["stage1.epochs"] == "3" and flat["model.inline.image_size"] == "64"
+    assert flat["stage1.epochs"] == "3" and flat["model.inline.image_size"] == "96"
     assert isinstance(read_config(path), ExperimentConfig)
 
 

@@ -36,7 +36,8 @@ def loss_and_grads(
     torch.manual_seed(0)
     # A LayerNorm tower, as the paper's ViT: cpu-tiny's ResNet has BatchNorm, whose batch
     # statistics are per worker on CPUs (no SyncBatchNorm) and differ with the split by design.
-    cfg = load_config("cpu-tiny", ["model.inline.vision_layers=4", "model.inline.vision_width=128"])
+    vit = ["model.inline.vision_layers=4", "model.inline.vision_width=128"]
+    cfg = load_config("cpu-tiny", [*vit, "model.inline.image_size=64"])  # the views' size
     model = build_model(cfg.model)
     loss, _ = pretrain_step(
         model,

@@ -24,7 +24,7 @@ def tiny():  # type: ignore[no-untyped-def]
 def test_tiny_model_encodes_images_and_text(tiny) -> None:  # type: ignore[no-untyped-def]
     model = build_model(tiny.model)
     tok = tokenizer_for(tiny.model)
-    z_img = model.encode_image(torch.randn(3, 3, 64, 64))
+    z_img = model.encode_image(torch.randn(3, 3, model.image_size, model.image_size))
     z_txt = model.encode_text(tok(["a photo of a person with lip corner puller.", "x"]))
     assert z_img.shape == (3, 64) and z_txt.shape == (2, 64)
     assert torch.allclose(z_img.norm(dim=-1), torch.ones(3), atol=1e-5)
@@ -66,7 +66,7 @@ def test_checkpoint_round_trip_with_meta(tiny, tmp_path: Path) -> None:  # type:
     save_checkpoint(tmp_path / "ckpt", model, tiny, stage=2, step=7, epoch=1, space=space)
     loaded, meta = load_model(tmp_path / "ckpt")
     assert meta["step"] == 7 and meta["labels"] == [1, 2, 4] and meta["head"] == "linear"
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, model.image_size, model.image_size)
     model.eval()
     loaded.eval()
     assert torch.allclose(model.head(model.encode_image(x)), loaded.head(loaded.encode_image(x)))  # type: ignore[misc]
@@ -108,10 +108,10 @@ def test_inline_towers_build_and_round_trip(tmp_path: Path) -> None:
     vit = build_model(load_config("cpu-tiny", vit_set).model)
     assert type(vit.clip.visual).__name__ == "VisionTransformer"
     model = build_model(cfg.model)
-    assert type(model.clip.visual).__name__ == "ModifiedResNet" and model.image_size == 64
+    assert type(model.clip.visual).__name__ == "ModifiedResNet" and model.image_size == 96
     save_checkpoint(tmp_path / "ckpt", model, cfg, stage=1, step=1, epoch=0)
     loaded, _ = load_model(tmp_path / "ckpt")
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, model.image_size, model.image_size)
     model.eval()
     loaded.eval()
     assert torch.allclose(model.encode_image(x), loaded.encode_image(x))
@@ -128,7 +128,7 @@ def test_per_image_gray_input_ignores_brightness_and_contrast(norm: str) -> None
     cfg = load_config("cpu-tiny", [f"model.input_norm={norm}"])
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, model.image_size, model.image_size)
     with torch.no_grad():
         same = torch.allclose(model.encode_image(x), model.encode_image(0.4 * x - 0.7), atol=1e-5)
     assert same == (norm == "per_image_gray")
