@@ -65,7 +65,7 @@ def model_dir(shard_dir: Path, synth_root: Path, tmp_path_factory: pytest.TempPa
         [[int(truth[r["subject"], r["frame"]][AU_INDEX[a]] >= 2) for a in BP4D_AUS] for r in rows],
         dtype=torch.int8,
     )
-    cfg = load_config("cpu-tiny")
+    cfg = load_config("cpu-tiny", ["model.inline.image_size=64"])  # trained on 64-px views
     space = LabelSpace.aus(BP4D_AUS)
     torch.manual_seed(0)
     model = build_model(cfg.model)
