@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,25 +52,27 @@ def row_keys(subjects: Sequence, tasks: Sequence, frames: Sequence) -> np.ndarra
     ).reshape(-1)
 
 
-def shard_files(shard_dir: Path, dataset: str) -> list[str]:
+def read_manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
+    """A dataset's `manifest.json`, or one clear error when it has no shards yet."""
     import json
 
-    manifest = shard_dir / dataset / "manifest.json"
-    if not manifest.is_file():
+    path = shard_dir / dataset / "manifest.json"
+    if not path.is_file():
         raise ClefError(
             f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"
         )
-    names = json.loads(manifest.read_text())["shards"]
-    return [str(shard_dir / dataset / n) for n in names]
+    return dict(json.loads(path.read_text()))
+
+
+def shard_files(shard_dir: Path, dataset: str) -> list[str]:
+    return [str(shard_dir / dataset / n) for n in read_manifest(shard_dir, dataset)["shards"]]
 
 
 def verify_shards(shard_dir: Path, dataset: str) -> None:
     """Every shard the manifest lists opens (its Parquet footer: seconds, no data read) and
     together they hold the manifest's rows; otherwise one error naming the bad shards and the
     command that rebuilds them (`clef preprocess` treats such a shard as not done)."""
-    import json
-
-    manifest = json.loads((shard_dir / dataset / "manifest.json").read_text())
+    manifest = read_manifest(shard_dir, dataset)
     bad, rows = [], 0
     for name in manifest["shards"]:
         try:
@@ -112,7 +115,7 @@ def _cache_path(shard_dir: Path, dataset: str, side: int) -> Path:
     import hashlib
     import json
 
-    manifest = json.loads((shard_dir / dataset / "manifest.json").read_text())
+    manifest = read_manifest(shard_dir, dataset)
     key = json.dumps(
         [CACHE_FORMAT, manifest["input_hash"], manifest["rows"], manifest.get("code_version")]
     )

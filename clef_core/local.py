@@ -10,17 +10,15 @@ the Ray path mixes with a shuffle buffer).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from clef_core.augment import model_views
-from clef_core.cache import cached_split, decoded_arrays, source_size
+from clef_core.cache import cached_split, decoded_arrays, read_manifest, source_size
 from clef_core.config import ExperimentConfig
 from clef_core.data import even_activity_shares
 from clef_core.labels import LabelSpace
@@ -46,10 +44,6 @@ class LocalResult:
     losses: list[float]  # training loss of every step
     predictions: Predictions | None = None  # stage 2: on the test parts
     metrics: dict[str, float] | None = None  # stage 2: metrics_of(predictions)
-
-
-def _manifest(shard_dir: Path, dataset: str) -> dict:
-    return dict(json.loads((shard_dir / dataset / "manifest.json").read_text()))
 
 
 def _batches(
@@ -84,7 +78,7 @@ def run_local_stage(
     if arrays is None:
         side = source_size(size, cfg.stage1.augment, cfg.stage2.augment)
         arrays = decoded_arrays(shard_dir, dataset, side)
-    manifest = _manifest(shard_dir, dataset) if stage == 1 or space is None else {}
+    manifest = read_manifest(shard_dir, dataset) if stage == 1 or space is None else {}
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
     activities: list[tuple[str, str]] = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clef_core.cache import read_manifest
 from clef_core.config import ExperimentConfig
 from clef_core.errors import ClefError
 from clef_core.paper import MEANS
@@ -123,15 +124,7 @@ def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, A
 
 
 def read_manifests(shard_dir: Path, datasets: set[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for d in sorted(datasets):
-        path = shard_dir / d / "manifest.json"
-        if not path.is_file():
-            raise ClefError(
-                f"no shards for {d} in {shard_dir}: run `clef preprocess --dataset {d}` first"
-            )
-        out[d] = json.loads(path.read_text())
-    return out
+    return {d: read_manifest(shard_dir, d) for d in sorted(datasets)}
 
 
 def datasets_of(units: list[Unit]) -> set[str]:

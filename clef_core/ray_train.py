@@ -9,7 +9,6 @@ one (epoch and step included).
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 from dataclasses import asdict, dataclass
@@ -25,7 +24,13 @@ import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
 from clef_core.augment import model_views
-from clef_core.cache import cached_split, decoded_arrays, shard_files, source_size
+from clef_core.cache import (
+    cached_split,
+    decoded_arrays,
+    read_manifest,
+    shard_files,
+    source_size,
+)
 from clef_core.checkpoint import load_weights, read_meta, save_checkpoint, save_predictions
 from clef_core.config import ExperimentConfig
 from clef_core.data import (
@@ -68,26 +73,22 @@ class StageResult:
     metrics: dict[str, float]
 
 
-def _manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
-    return json.loads((shard_dir / dataset / "manifest.json").read_text())
-
-
 def activities_of(shard_dir: Path, datasets: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every (dataset, task) with rows, in a fixed order: the stage-1 activity labels."""
     out = []
     for d in datasets:
-        tasks = [t for t in _manifest(shard_dir, d)["rows_per_task"] if t != "None"]
+        tasks = [t for t in read_manifest(shard_dir, d)["rows_per_task"] if t != "None"]
         out += [(d, t) for t in sorted(tasks, key=lambda t: int(t.lstrip("T")))]
     return out
 
 
 def label_space_of(shard_dir: Path, dataset: str) -> LabelSpace:
-    m = _manifest(shard_dir, dataset)
+    m = read_manifest(shard_dir, dataset)
     return LabelSpace.aus(m["au_ids"]) if m["au_ids"] else LabelSpace.expressions(m["classes"])
 
 
 def _rows_in(shard_dir: Path, dataset: str, parts: tuple[int, ...] | None) -> int:
-    per_part = _manifest(shard_dir, dataset)["rows_per_part"]
+    per_part = read_manifest(shard_dir, dataset)["rows_per_part"]
     return sum(n for p, n in per_part.items() if parts is None or int(p) in parts)
 
 
@@ -236,7 +237,7 @@ def run_stage(
         index = {f"{d}/{t}": i for i, (d, t) in enumerate(activities)}
         sources, rows = [], 0
         for d in job.datasets:
-            keep = even_activity_shares(_manifest(shard_dir, d)["rows_per_task"])
+            keep = even_activity_shares(read_manifest(shard_dir, d)["rows_per_task"])
             balance = cfg.stage1.balance_activities and bool(keep)
             if cache:
                 arrays = decoded_arrays(shard_dir, d, side)
