@@ -4,6 +4,7 @@ wrapper that adds the learnable logit scale clamp and the optional linear head (
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +58,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ClefError(f"initial weights file not found: {path}")
     try:  # safe loading: tensors and plain containers only, no arbitrary pickled code
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's "dispatching to torch.jit.load": it refuses
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except RuntimeError as err:
-        if "TorchScript" not in str(err) and "constants.pkl" not in str(err):
-            raise ClefError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
-        obj = torch.jit.load(str(path), map_location="cpu").state_dict()  # OpenAI's JIT archives
+        if "TorchScript" in str(err) or "constants.pkl" in str(err):
+            # OpenAI's released CLIP files are TorchScript archives: loading one runs its code,
+            # so it is never done here (no torch.jit.load fallback). The user converts a file
+            # they trust once, knowingly.
+            raise ClefError(
+                f"{path} is a TorchScript archive, which safe (weights_only) loading refuses: "
+                "loading it can run code. Convert a file you trust once with: python -c "
+                f"\"import torch; torch.save(torch.jit.load('{path}', map_location='cpu')"
+                f".state_dict(), '{path.with_suffix('.state.pt')}')\" and pass the .state.pt file"
+            ) from None
+        raise ClefError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise ClefError(

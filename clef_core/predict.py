@@ -68,12 +68,18 @@ def resolve_model_dir(uri: str, tracking_uri: str | None, cache: Path) -> Path:
         uri = f"models:/{uri}/{max(int(v.version) for v in versions)}"
     target = cache / uri.replace(":/", "_").replace("/", "_")
     if not (target / "meta.json").is_file():
-        try:
-            mlflow.set_tracking_uri(client.tracking_uri)
+        from mlflow.exceptions import MlflowException
+
+        try:  # the tracking URI is passed, never set for the whole process
             local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri,
+                    dst_path=str(target),
+                    tracking_uri=client.tracking_uri,
+                    registry_uri=getattr(client, "_registry_uri", None) or client.tracking_uri,
+                )
             )
-        except Exception as err:
+        except (MlflowException, OSError) as err:  # no such model or version, store unreachable
             raise ClefError(f"cannot fetch model {uri} from {client.tracking_uri}: {err}") from None
         if not (local / "meta.json").is_file():  # a run's root: the checkpoint is under model/
             local = local / "model"

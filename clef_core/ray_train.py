@@ -256,7 +256,6 @@ def run_stage(
         train = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
         datasets = {"train": train}
         loop_config["activities"] = activities
-        score, order = "train_loss", "min"
     else:
         dataset = job.datasets[0]
         space = label_space_of(shard_dir, dataset)
@@ -279,7 +278,6 @@ def run_stage(
             rows = _rows_in(shard_dir, dataset, job.train_parts)
         loop_config["space"] = [space.kind, list(space.labels)]
         loop_config["weights"] = _class_weights(shard_dir, job, space)
-        score, order = ("f1_mean", "max") if space.kind == "au" else ("accuracy", "max")
     workers = cfg.compute.num_workers
     loop_config["local_batch"] = max(1, stage_cfg.batch_size // workers)
     loop_config["steps_per_epoch"] = stage_cfg.steps_per_epoch or max(
@@ -297,9 +295,10 @@ def run_stage(
         run_config=RunConfig(
             name=job.name,
             storage_path=str(storage.resolve()),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=score, checkpoint_score_order=order
-            ),
+            # The latest two, by time: a restart resumes from the last one, and the result is
+            # the last epoch's model (no selection on held-out metrics, which only the last
+            # epoch reports anyway).
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.compute.max_failures),
         ),
         datasets=datasets,

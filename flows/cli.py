@@ -6,6 +6,7 @@ Heavy imports (torch, ray, prefect) happen inside the commands, so `clef --help`
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -319,13 +320,25 @@ cli_train.register(app)
 cli_predict.register(app)
 
 
+# Exit codes (README, "Exit codes"): 0 done; 1 some inputs could not be read (`preprocess`,
+# `predict`: the good ones are written, the bad ones listed); 2 a bad argument, root, config or
+# model (one line); 3 a bug: any other exception, with its full traceback.
+EXIT_BAD_ARGUMENT = 2
+EXIT_BUG = 3
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
+    """Console-script entry point: user errors become one line and exit code 2; anything
+    else is a bug and keeps its traceback (exit code 3)."""
     try:
         app()
     except ClefError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_ARGUMENT)
+    except Exception:
+        traceback.print_exc()
+        err_console.print("[bold red]clef stopped on a bug[/] (the traceback above)")
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

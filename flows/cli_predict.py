@@ -55,13 +55,13 @@ def predict(
     table = Table(title=f"clef predict -> {out}")
     for col in ("input", "frames", "faces", "s", "frames/s", "table", "note"):
         table.add_column(col)
-    done = 0
+    failed = len(problems)
     for name, files in items:
         with console.status(f"{name}..."):
             r = predict_item(predictor, name, files, out, every)
         if r.rows and plot:
             plot_item(r, predictor, out / f"{name}.png")
-        done += bool(r.rows)
+        failed += bool(r.error) or not r.rows
         rate = r.frames / r.seconds if r.seconds else 0.0
         note = r.error or ("no frame could be read" if not r.rows else "")
         console.print(
@@ -79,8 +79,8 @@ def predict(
             note,
         )
     console.print(table)
-    if done == 0:  # non-zero only when nothing at all could be processed
-        console.print("[red]error:[/] no input could be processed")
+    if failed:  # every good input's table is written; exit 1 says some input was bad
+        console.print(f"[red]{failed} input(s) could not be read[/] (listed above)")
         sys.exit(1)
 
 

@@ -70,3 +70,18 @@ def test_training_commands_reject_bad_input_in_one_line(tmp_path: Path) -> None:
         run("predict", str(tmp_path), "--model", str(tmp_path / "none")),
         "no such checkpoint folder",
     )
+
+
+def test_a_bug_exits_3_with_its_traceback() -> None:
+    """Any exception other than a user error is a bug: its traceback is printed, exit code 3
+    (1 and 2 stay for bad inputs and bad arguments)."""
+    code = (
+        "import sys, clef_core.config as c\n"
+        "def broken(*args, **kwargs): raise TypeError('an injected programming error')\n"
+        "c.load_config = broken\n"
+        "sys.argv = ['clef', 'config', 'show', 'cpu-tiny']\n"
+        "from flows.cli import main; main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "Traceback" in out.stderr and "TypeError: an injected programming error" in out.stderr

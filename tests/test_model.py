@@ -59,6 +59,14 @@ def test_initial_weights_fail_loudly_on_missing_keys(tiny, tmp_path: Path) -> No
         load_initial_weights(build_clip(tiny.model), tmp_path / "nope.pt")
 
 
+def test_torchscript_weights_are_refused_with_how_to_convert(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """OpenAI's CLIP files are TorchScript archives: loading one runs its code, so there is no
+    torch.jit.load fallback; the message gives the one-line conversion to a state dict."""
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ViT-B-16.pt")
+    with pytest.raises(ClefError, match=r"TorchScript archive.*torch\.jit\.load.*\.state\.pt"):
+        load_initial_weights(build_clip(tiny.model), tmp_path / "ViT-B-16.pt")
+
+
 def test_checkpoint_round_trip_with_meta(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model = build_model(tiny.model)
     model.set_linear_head(3)

@@ -1,5 +1,7 @@
-"""`clef preprocess` as a user runs it: Ray tasks over sequences, a summary table, and a run
-killed part-way that resumes to the same shards as an uninterrupted run."""
+"""`clef preprocess` as a user runs it: Ray tasks over sequences, a summary table, a run
+killed part-way that resumes to the same shards as an uninterrupted run, bad inputs listed
+with exit code 1 (a mix: the good ones written; all bad: the table), and a bug in a task
+stopping the run with its traceback (exit code 3)."""
 
 from __future__ import annotations
 
@@ -156,3 +158,51 @@ def test_bad_inputs_are_listed_and_exit_1_with_the_good_ones_written(
     assert [p.name for p in (tmp_path / "mixed/video").glob("*.parquet")] == ["good.mp4.parquet"]
     out = run(garbage)
     assert out.returncode == 1 and "frames/s" in out.stdout and "Traceback" not in out.stderr
+
+
+# Patches preprocessing.pipeline.align_item once the module is imported (lazily, so Ray's own
+# Python processes start as fast as ever).
+INJECT = """
+import importlib.abc, importlib.util, sys
+
+def broken(*args, **kwargs):
+    raise TypeError("an injected programming error")
+
+class Inject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "preprocessing.pipeline":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.align_item = broken
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, Inject())
+"""
+
+
+def test_a_bug_in_a_ray_task_stops_the_run_with_its_traceback(
+    synth_root: Path, tmp_path: Path, ray_tmp: Path
+) -> None:
+    """A programming error inside a sequence's processing, injected in every process of the
+    run (the Ray workers too) through a sitecustomize: the run stops with the error's
+    traceback and exit code 3, instead of counting the sequence as a bad input."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(INJECT)
+    env = clef_env(ray_tmp)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(inject), env.get("PYTHONPATH")]))
+    cmd = [CLEF, "preprocess", "--dataset", "video", "--root", str(synth_root / "videos"),
+           "--out", str(tmp_path / "shards")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    stop_ray_under(ray_tmp)
+    assert out.returncode == 3, out.stdout + out.stderr[-3000:]
+    assert "Traceback" in out.stderr and "an injected programming error" in out.stderr
+    assert "in align_item" not in out.stdout  # not listed as an unreadable input
+    assert not list((tmp_path / "shards" / "video").glob("*.parquet"))
