@@ -127,6 +127,9 @@ def plot(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> Path
 
 
 def main() -> None:
+    from clef_core.runtime import configure_process
+
+    configure_process()  # an entry point: the service environment, as `clef` sets it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -26,6 +26,9 @@ def decode_rate(path: Path, backend: str) -> float:
 
 
 def main() -> None:
+    from clef_core.runtime import configure_process
+
+    configure_process()  # an entry point: the service environment, as `clef` sets it
     from clef_core.checkpoint import save_checkpoint
     from clef_core.config import load_config
     from clef_core.labels import LabelSpace

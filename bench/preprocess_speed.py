@@ -87,6 +87,9 @@ def peak_rss(root: Path, shards: Path) -> float:
 
 
 def main() -> None:
+    from clef_core.runtime import configure_process
+
+    configure_process()  # an entry point: the service environment, as `clef` sets it
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

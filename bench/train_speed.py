@@ -107,6 +107,9 @@ def step_rates(cfg, batch: int, steps: int) -> dict[str, float]:  # type: ignore
 
 
 def main() -> None:
+    from clef_core.runtime import configure_process
+
+    configure_process()  # an entry point: the service environment, as `clef` sets it
     from clef_core.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

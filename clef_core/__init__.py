@@ -1,12 +1,8 @@
 """CLEF: the method (model, text, losses, metrics, training steps, checkpoints).
 
 Free of orchestration: nothing here imports Prefect. Importing the package is cheap; heavy
-modules (torch, open_clip) load when their submodules are imported.
+modules (torch, open_clip) load when their submodules are imported. Importing any module sets
+nothing for the process: entry points call `clef_core.runtime.configure_process()`.
 """
 
-from clef_core.runtime import configure_environment, install_torchvision_fix
-
 __version__ = "0.1.0"
-
-install_torchvision_fix()
-configure_environment()

@@ -11,9 +11,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from clef_core.config import AugmentConfig
+from clef_core.runtime import prepare_torchvision
+
+prepare_torchvision()  # before open_clip imports torchvision (CPU torch, CUDA torchvision)
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # noqa: E402
 
 _MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)

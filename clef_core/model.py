@@ -8,14 +8,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from clef_core.config import ModelConfig
 from clef_core.errors import ClefError
+from clef_core.runtime import prepare_torchvision
+
+prepare_torchvision()  # before open_clip imports torchvision (CPU torch, CUDA torchvision)
+import open_clip  # noqa: E402
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg  # noqa: E402
 
 
 def build_clip(cfg: ModelConfig) -> nn.Module:

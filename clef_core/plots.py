@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
 def au_f1_bars(
@@ -26,7 +24,7 @@ def au_f1_bars(
     as diamonds, "n/a" where an AU has none; `paper` (its per-AU F1) as hollow grey bars."""
     aus = list(per_au)
     values = [100 * per_au[a] for a in aus]
-    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * len(aus), 3.8))
+    fig, ax = _figure(1.6 + 0.6 * len(aus), 3.8)
     x = np.arange(len(aus))
     if paper:
         ax.bar(x, [100 * paper.get(a, np.nan) for a in aus], width=0.8, fill=False,
@@ -60,7 +58,7 @@ def au_f1_bars(
 def confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix [true, predicted] with the counts written in."""
     rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.55 * len(classes)))
+    fig, ax = _figure(1.2 + 0.6 * len(classes), 1.0 + 0.55 * len(classes))
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(matrix):
         ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
@@ -83,7 +81,7 @@ def tsne(
     x, y = features[keep], labels[keep]
     perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
     xy = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(x)
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    fig, ax = _figure(4.6, 4.0)
     for k, name in enumerate(names):
         m = y == k
         if m.any():
@@ -95,9 +93,15 @@ def tsne(
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure of its own, outside pyplot: no backend is chosen or changed (a PNG is drawn by
+    Agg whatever the process's backend), and nothing global holds it after saving."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

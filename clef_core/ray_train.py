@@ -44,6 +44,7 @@ from clef_core.data import (
 from clef_core.dist import average_gradients, gather_with_grad
 from clef_core.labels import LabelSpace
 from clef_core.model import build_model, tokenizer_for
+from clef_core.runtime import configure_process
 from clef_core.tracking import tracker_for
 from clef_core.train import (
     finetune_step,
@@ -110,6 +111,7 @@ def _class_weights(shard_dir: Path, job: StageJob, space: LabelSpace) -> list[fl
 
 def train_loop(config: dict[str, Any]) -> None:
     """Runs on every worker."""
+    configure_process()  # the worker's set-up: the environment the CLI's process has
     cfg = ExperimentConfig.model_validate(config["experiment"])
     job = StageJob(**config["job"])
     stage_cfg = cfg.stage1 if job.stage == 1 else cfg.stage2

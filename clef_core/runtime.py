@@ -1,16 +1,20 @@
-"""Process-wide set-up every entry point needs: service environment and torchvision on CPU torch.
+"""Process set-up, done by entry points only: importing a project module changes no
+environment variable, logger, thread count, import hook or tracking URI.
 
-Both run at the import of the project's packages, so Ray workers and Prefect task runs (which
-import our modules to unpickle our functions) get them too, not only the CLI.
+- `configure_process()`: the service environment (Ray, Prefect, MLflow switches) and quieter
+  MLflow loggers. Called by the CLI's `main`, the `clef` flow's start, the Ray Train worker's
+  set-up (`ray_train.train_loop`), the tests' conftest and the bench scripts.
+- `use_data_dir(dir)`: Prefect's home under the data dir, once an entry point knows it.
+- `prepare_torchvision()`: the one fix a module needs before it imports open_clip (CPU torch
+  with the registry's CUDA torchvision); called by those modules, it sets nothing else.
+- `init_ray(address)`: a cluster, or a local instance on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
 import os
 import re
-import sys
 from pathlib import Path
 
 # Environment the services need; `setdefault` so a user's own value always wins.
@@ -50,8 +54,9 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CLEF_DATA_DIR", "data")).resolve()
 
 
-def configure_environment() -> None:
-    """Set the service environment (cheap; runs at package import)."""
+def configure_process() -> None:
+    """Set the service environment (a user's own values win) and quiet MLflow's store
+    loggers. Cheap and idempotent; entry points call it before they start any service."""
     import logging
 
     for key, value in SERVICE_ENV.items():
@@ -62,17 +67,22 @@ def configure_environment() -> None:
 
 
 def use_data_dir(data_dir: Path) -> Path:
-    """Keep Prefect's home and the default MLflow store under the data dir; return it resolved.
+    """Keep Prefect's home under the data dir; return the data dir resolved.
 
-    Called by entry points once they know the data dir. A user's own PREFECT_HOME or
-    MLFLOW_TRACKING_URI wins. MLflow's built-in default moves with the working directory.
+    Called by entry points once they know the data dir. A user's own PREFECT_HOME wins.
+    The MLflow store is not set here (for the whole process): each caller passes
+    `default_tracking_uri(data_dir)` or its own URI explicitly.
     """
     root = data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     os.environ["CLEF_DATA_DIR"] = str(root)
     return root
+
+
+def default_tracking_uri(data_dir: Path) -> str:
+    """$MLFLOW_TRACKING_URI when set, else the SQLite store in `data_dir` (the one default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir.resolve() / 'mlflow.db'}"
 
 
 def _cuda_of_installed_torchvision() -> str | None:
@@ -88,13 +98,14 @@ def _cuda_of_installed_torchvision() -> str | None:
     return match.group(1) if match else None
 
 
-def _define_torchvision_ops() -> None:
-    """Define torchvision's operator schemas when its compiled ops cannot load.
+def prepare_torchvision() -> None:
+    """Define torchvision's operator schemas when its compiled ops cannot load (idempotent).
 
     The registry's torchvision wheel is a CUDA build; with the CPU torch its `_C.so` fails to
     load and `import torchvision` then dies on `torchvision::nms`. With the schemas defined the
     pure-Python parts (transforms, models) work; `torchvision.ops`/`io` stay unavailable, and
-    we use neither. On a CUDA torch the real ops load and this does nothing.
+    we use neither. On a CUDA torch the real ops load and this does nothing. Called by the
+    modules that import open_clip (which imports torchvision), just before they do.
     """
     import torch
 
@@ -109,24 +120,6 @@ def _define_torchvision_ops() -> None:
 
 
 _LIBRARIES: list[object] = []
-
-
-class _TorchvisionFix(importlib.abc.MetaPathFinder):
-    """Runs the fix just before the first `import torchvision`, so importing us stays cheap."""
-
-    def find_spec(self, fullname, path, target=None):  # type: ignore[no-untyped-def]
-        if fullname == "torchvision":
-            sys.meta_path.remove(self)
-            _define_torchvision_ops()
-        return None  # let the normal finders import it
-
-
-def install_torchvision_fix() -> None:
-    """Install the import hook once (or apply the fix now if torchvision is already loading)."""
-    if "torchvision" in sys.modules:
-        return
-    if not any(isinstance(f, _TorchvisionFix) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TorchvisionFix())
 
 
 def local_cpus() -> int:

@@ -1,6 +1,5 @@
-"""Entry points: the `clef` command line and the Prefect flows (thin; logic lives below)."""
+"""Entry points: the `clef` command line and the Prefect flows (thin; logic lives below).
 
-from clef_core.runtime import configure_environment, install_torchvision_fix
-
-install_torchvision_fix()
-configure_environment()
+The process set-up (`clef_core.runtime.configure_process`) runs when an entry point starts
+(`flows.cli.main`, the `clef` flow, `flows.serve`), not when a module is imported.
+"""

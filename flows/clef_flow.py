@@ -33,6 +33,7 @@ from clef_core.errors import ClefError
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit, datasets_of, plan
 from clef_core.report import MAIN
+from clef_core.runtime import configure_process
 from clef_core.tracking import RunBook
 
 
@@ -246,6 +247,7 @@ def clef(
 
     Parameters as in `ReproductionParams` (None = empty for overrides, ablations, roots).
     """
+    configure_process()  # the flow's start: a deployment's run has no CLI before it
     try:
         params = ReproductionParams(
             preset=preset, overrides=overrides or [], datasets=datasets, folds=folds,

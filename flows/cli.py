@@ -330,6 +330,9 @@ EXIT_BUG = 3
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2; anything
     else is a bug and keeps its traceback (exit code 3)."""
+    from clef_core.runtime import configure_process
+
+    configure_process()
     try:
         app()
     except ClefError as err:

@@ -43,10 +43,10 @@ def predict(
 
     from clef_core.evaluate import device_or_error
     from clef_core.predict import Predictor
-    from clef_core.runtime import default_data_dir
+    from clef_core.runtime import default_data_dir, default_tracking_uri
     from flows.predict import expand, plot_item, predict_item
 
-    uri = mlflow_uri or _default_tracking_uri(default_data_dir())
+    uri = mlflow_uri or default_tracking_uri(default_data_dir())
     set_cpu_threads()
     predictor = Predictor.from_uri(model, device_or_error(device), batch_size, labels or None, uri)
     items, problems = expand(inputs)
@@ -82,12 +82,6 @@ def predict(
     if failed:  # every good input's table is written; exit 1 says some input was bad
         console.print(f"[red]{failed} input(s) could not be read[/] (listed above)")
         sys.exit(1)
-
-
-def _default_tracking_uri(data_dir: Path) -> str:
-    import os
-
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
 
 
 def register(app: typer.Typer) -> None:

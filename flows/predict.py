@@ -142,17 +142,15 @@ def predict_item(
 
 def plot_item(result: InputResult, predictor: Predictor, path: Path) -> Path:
     """AU probabilities over time (a heat map) and the expression track."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # outside pyplot: no backend chosen or changed
 
     cols = predictor.columns()
     au = [c for c in cols if c.startswith("AU") and c.endswith("_p")]
     has_fer = "expression" in cols
     frames = [r["frame"] for r in result.rows]
     n = int(bool(au)) + int(has_fer)
-    fig, axes = plt.subplots(max(n, 1), 1, figsize=(10, 1.2 + 2.6 * max(n, 1)), squeeze=False)
+    fig = Figure(figsize=(10, 1.2 + 2.6 * max(n, 1)))
+    axes = fig.subplots(max(n, 1), 1, squeeze=False)
     k = 0
     if au:
         grid = np.array([[np.nan if r[c] is None else r[c] for r in result.rows] for c in au])
@@ -174,5 +172,4 @@ def plot_item(result: InputResult, predictor: Predictor, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -69,4 +69,7 @@ def deployments() -> list:
 
 
 if __name__ == "__main__":
+    from clef_core.runtime import configure_process
+
+    configure_process()  # Ray's and MLflow's switches for the flow runs served here
     serve(*deployments(), limit=1)

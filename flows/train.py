@@ -14,7 +14,7 @@ from rich.table import Table
 from clef_core.config import ExperimentConfig, load_config
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit
-from clef_core.runtime import use_data_dir
+from clef_core.runtime import default_tracking_uri, use_data_dir
 from clef_core.tracking import RunBook
 
 
@@ -39,14 +39,8 @@ def resolve_config(
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:
-    """The configured MLflow URI, else the SQLite store in the data dir."""
-    import os
-
-    return (
-        cfg.tracking.mlflow_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{cfg.data.data_dir / 'mlflow.db'}"
-    )
+    """The configured MLflow URI, else $MLFLOW_TRACKING_URI, else the data dir's store."""
+    return cfg.tracking.mlflow_uri or default_tracking_uri(cfg.data.data_dir)
 
 
 def runs_url(server: str, experiment_id: str) -> str:

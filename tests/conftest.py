@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from clef_core.runtime import configure_process
+
+configure_process()  # the tests are an entry point: the service environment, as `clef` sets it
 _HOME = tempfile.mkdtemp(prefix="clef-tests-")
 os.environ.setdefault("PREFECT_HOME", os.path.join(_HOME, "prefect"))
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_HOME}/mlflow.db")
