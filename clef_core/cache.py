@@ -29,7 +29,7 @@ from clef_core.errors import ClefError
 
 COLUMNS = ["dataset", "subject", "task", "frame", "image", "au", "expression", "part", "face_found"]
 # Bumped when the cached columns change, so an older cache is rebuilt, not misread.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: no sample_key (stage 1 samples by row key)
 
 
 def row_key(subject: str | None, task: str | None, frame: int) -> int:
@@ -123,13 +123,6 @@ def _cache_path(shard_dir: Path, dataset: str, side: int) -> Path:
     return shard_dir.parent / "cache" / f"{dataset}-{side}px-{digest}.npz"
 
 
-def _sample_key(image: bytes) -> int:
-    """The per-row draw of `_sample_tasks` (a hash of the JPEG's tail), kept in the cache."""
-    import zlib
-
-    return zlib.crc32(image[-256:]) % 10_000
-
-
 def decoded_arrays(shard_dir: Path, dataset: str, side: int) -> dict[str, np.ndarray]:
     """Every row of `dataset`'s shards decoded to uint8 [N, side, side, 3] with its columns,
     built on first use (threads: OpenCV releases the GIL) and then read from the cache."""
@@ -153,7 +146,6 @@ def decoded_arrays(shard_dir: Path, dataset: str, side: int) -> dict[str, np.nda
         "part": np.asarray(table["part"].to_pylist(), np.int8),
         "dataset": np.asarray(table["dataset"].to_pylist(), str),
         "task": np.asarray([t or "" for t in table["task"].to_pylist()], str),
-        "sample_key": np.asarray([_sample_key(b) for b in images], np.int32),
         "row": row_keys(
             table["subject"].to_pylist(), table["task"].to_pylist(), table["frame"].to_pylist()
         ),
@@ -170,11 +162,11 @@ def cached_split(
     parts: Sequence[int] | None = None,
     labels: str | None = None,
     activity_index: dict[str, int] | None = None,
-    keep_tasks: dict[str, float] | None = None,
+    limit: dict[str, int] | None = None,
     shuffle_seed: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The rows `load_split` (+ `balance_activities`) + `decode_batch` would give, from the
-    decoded arrays: same filters, same sample; rows in a seeded random order when asked
+    """The rows `load_split` + `decode_batch` would give, from the decoded arrays: same
+    filters, same stage-1 sample (`limit`); rows in a seeded random order when asked
     (sequences are stored in frame order), columns as `decode_batch` names them."""
     mask = np.ones(len(arrays["part"]), bool)
     if parts is not None:
@@ -183,9 +175,9 @@ def cached_split(
         mask &= (arrays["au"] >= 0).any(1)
     elif labels == "expression":
         mask &= arrays["expression"] >= 0
-    if keep_tasks is not None:
-        share = np.array([keep_tasks.get(t, 0.0) for t in arrays["task"]])
-        mask &= (arrays["task"] != "") & (arrays["sample_key"] < share * 10_000)
+    if limit is not None:
+        bound = np.array([limit.get(t, -1) if t else -1 for t in arrays["task"]], np.int64)
+        mask &= arrays["row"] <= bound
     rows = np.flatnonzero(mask)
     if shuffle_seed is not None:
         rows = np.random.default_rng(shuffle_seed).permutation(rows)

@@ -121,9 +121,10 @@ class Stage1Config(_Frozen):
     weight_image_image: float = Field(1.0, ge=0.0)  # L_II; 0 switches it off
     weight_image_activity: float = Field(1.0, ge=0.0)  # L_IA; 0 = ablation without PA
     augment: AugmentConfig = AugmentConfig()
-    # Sample frames evenly over the activities (the paper: 480k BP4D+ frames, evenly over its
-    # 10 tasks): each task keeps about as many frames as the smallest one has.
-    balance_activities: bool = True
+    # BP4D+ only (the paper: "equally sample 480,000 frames ... by 10 activity categories"):
+    # at most this many frames per activity, all of an activity's where it has fewer; None =
+    # every frame. BP4D's stage 1 reads its coded frames, unbalanced (clef_core.selection).
+    frames_per_activity: int | None = Field(48_000, ge=1)
     # Batches per epoch; None = one pass over the data. More than a pass holds: the data is
     # passed over again (ours; the demo's fixed budget of steps).
     steps_per_epoch: int | None = Field(None, ge=1)
@@ -201,7 +202,11 @@ class TrackingConfig(_Frozen):
 
 
 class ProtocolConfig(_Frozen):
-    datasets: list[str] = ["bp4d", "disfa", "bp4d_plus", "rafdb", "affectnet7", "ferplus"]
+    # The paper's Tables 2-5: AffectNet-7 and AffectNet-8 are two protocols (7 classes, and 8
+    # with contempt) read from the one AffectNet release.
+    datasets: list[str] = [
+        "bp4d", "disfa", "bp4d_plus", "rafdb", "affectnet7", "affectnet8", "ferplus"
+    ]  # fmt: skip
     folds: list[int] | None = None  # fold numbers from 1; None = every fold of each dataset
 
     @model_validator(mode="after")

@@ -22,8 +22,15 @@ import ray
 from clef_core.cache import COLUMNS, decode_jpegs, row_keys, shard_files, shrink
 
 
-def keep_rows(table: pa.Table, parts: Sequence[int] | None, labels: str | None) -> pa.Table:
-    """Rows of the wanted parts; with labels="au"/"expression", rows with a known label."""
+def keep_rows(
+    table: pa.Table,
+    parts: Sequence[int] | None,
+    labels: str | None,
+    limit: dict[str, int] | None = None,
+) -> pa.Table:
+    """Rows of the wanted parts; with labels="au"/"expression", rows with a known label; with
+    `limit` (task -> largest row key, `selection.Stage1Rows`), the stage-1 sample of each
+    activity: rows whose `cache.row_key` is at most their task's limit."""
     mask = pc.is_in(table["part"], pa.array(parts, pa.int8())) if parts is not None else None
     if labels == "au":  # at least one AU known (not -1)
         label_mask = pa.array([any(v >= 0 for v in a) for a in table["au"].to_pylist()])
@@ -31,6 +38,12 @@ def keep_rows(table: pa.Table, parts: Sequence[int] | None, labels: str | None) 
     elif labels == "expression":
         label_mask = pc.greater_equal(table["expression"], 0)
         mask = label_mask if mask is None else pc.and_(mask, label_mask)
+    if limit is not None:
+        tasks = table["task"].to_pylist()
+        keys = row_keys(table["subject"].to_pylist(), tasks, table["frame"].to_pylist())
+        bound = np.array([limit.get(t, -1) if t else -1 for t in tasks], np.int64)
+        sample_mask = pa.array(keys <= bound)
+        mask = sample_mask if mask is None else pc.and_(mask, sample_mask)
     return table if mask is None else table.filter(mask)
 
 
@@ -40,9 +53,11 @@ def load_split(
     parts: Sequence[int] | None = None,
     labels: str | None = None,
     shuffle_seed: int | None = None,
+    limit: dict[str, int] | None = None,
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of one dataset's rows in `parts` (all when None); given a seed, its
-    files are read in a new (seeded) random order on every pass (training epochs)."""
+    """A lazy Ray Dataset of one dataset's rows in `parts` (all when None), filtered as
+    `keep_rows` says; given a seed, its files are read in a new (seeded) random order on every
+    pass (training epochs)."""
     files = shard_files(shard_dir, dataset)
     # The reader is chosen when the plan is built, here (see runtime.SERVICE_ENV for why V1).
     ray.data.DataContext.get_current().use_datasource_v2 = os.environ.get(
@@ -51,7 +66,9 @@ def load_split(
     shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
     ds = ray.data.read_parquet(files, shuffle=shuffle).select_columns(COLUMNS)
     return ds.map_batches(
-        keep_rows, batch_format="pyarrow", fn_kwargs={"parts": parts, "labels": labels}
+        keep_rows,
+        batch_format="pyarrow",
+        fn_kwargs={"parts": parts, "labels": labels, "limit": limit},
     )
 
 
@@ -94,34 +111,6 @@ def model_inputs(
         compute=ray.data.TaskPoolStrategy(size=concurrency),
         fn_kwargs={"side": side, "activity_index": activity_index},
     )
-
-
-def even_activity_shares(rows_per_task: dict[str, int]) -> dict[str, float]:
-    """Task -> share of its frames to keep so every task contributes about as many as the
-    smallest (rows without a task are left out of stage 1's activity labels anyway)."""
-    counts = {t: n for t, n in rows_per_task.items() if t != "None" and n > 0}
-    if not counts:
-        return {}
-    least = min(counts.values())
-    return {t: least / n for t, n in counts.items()}
-
-
-def _sample_tasks(batch: pa.Table, keep: dict[str, float]) -> pa.Table:
-    """Keep each row with its task's share, decided by a hash of the row's image: the same
-    rows every epoch and every run (a fixed even sample, as the paper's)."""
-    import zlib
-
-    tasks = batch["task"].to_pylist()
-    images = batch["image"].to_pylist()
-    mask = [
-        t is not None and (zlib.crc32(img[-256:]) % 10_000) < keep.get(t, 0.0) * 10_000
-        for t, img in zip(tasks, images, strict=True)
-    ]
-    return batch.filter(pa.array(mask, pa.bool_()))
-
-
-def balance_activities(ds: ray.data.Dataset, keep: dict[str, float]) -> ray.data.Dataset:
-    return ds.map_batches(_sample_tasks, batch_format="pyarrow", fn_kwargs={"keep": keep})
 
 
 def in_memory(columns: dict[str, np.ndarray], block_rows: int = 256) -> ray.data.Dataset:

@@ -20,9 +20,9 @@ import torch
 from clef_core.augment import model_views
 from clef_core.cache import cached_split, decoded_arrays, read_manifest, source_size
 from clef_core.config import ExperimentConfig
-from clef_core.data import even_activity_shares
 from clef_core.labels import LabelSpace
 from clef_core.model import ClefModel, build_model, tokenizer_for
+from clef_core.selection import select_stage1
 from clef_core.train import (
     Predictions,
     finetune_step,
@@ -88,10 +88,11 @@ def run_local_stage(
             (t for t in manifest["rows_per_task"] if t != "None"), key=lambda t: int(t.lstrip("T"))
         )
         activities = [(dataset, t) for t in tasks]
-        keep = even_activity_shares(manifest["rows_per_task"])
+        # BP4D: its coded frames; BP4D+: a capped sample per activity (clef_core.selection).
+        sel = select_stage1(dataset, arrays, train_parts, cfg.stage1.frames_per_activity)
         train = cached_split(
-            arrays, train_parts, None, {f"{dataset}/{t}": i for i, t in enumerate(tasks)},
-            keep if cfg.stage1.balance_activities and keep else None,
+            arrays, train_parts, sel.labels, {f"{dataset}/{t}": i for i, t in enumerate(tasks)},
+            sel.limit,
         )  # fmt: skip
     else:
         if space is None and manifest["au_ids"]:

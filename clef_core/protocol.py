@@ -2,7 +2,8 @@
 each starts from, and a key that names a unit of work by everything its result depends on.
 
 - BP4D (3 folds), BP4D+ (4 folds): stage 1 and stage 2 both trained on the fold's training
-  parts only, evaluated on the held-out part.
+  parts only, evaluated on the held-out part. Stage 1 reads BP4D's coded frames and a sample
+  of at most `stage1.frames_per_activity` BP4D+ frames per activity (`clef_core.selection`).
 - DISFA (3 folds): fine-tuned from the BP4D stage-2 model of the same fold number (the two
   datasets share no subjects, so any BP4D fold is leak-free; the same number keeps runs paired).
 - FER (RAF-DB, AffectNet-7/8, FERPlus; one train/test split): fine-tuned from the stage-1
@@ -105,9 +106,10 @@ def _config_part(cfg: ExperimentConfig, unit: Unit) -> dict[str, Any]:
 
 
 # Bumped when a code change alters what a unit trains with the same settings (2: an epoch of
-# steps_per_epoch batches passes over the data again instead of stopping after one pass), so
-# a cached result of the older code is trained again, not reused.
-TRAINING_VERSION = 2
+# steps_per_epoch batches passes over the data again instead of stopping after one pass; 3:
+# stage 1 reads BP4D's coded frames only and samples BP4D+ up to a cap per activity,
+# `clef_core.selection`), so a cached result of the older code is trained again, not reused.
+TRAINING_VERSION = 3
 
 
 def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, Any]]) -> str:

@@ -34,8 +34,6 @@ from clef_core.cache import (
 from clef_core.checkpoint import load_weights, read_meta, save_checkpoint, save_predictions
 from clef_core.config import ExperimentConfig
 from clef_core.data import (
-    balance_activities,
-    even_activity_shares,
     in_memory,
     keep_rows,
     load_split,
@@ -45,6 +43,7 @@ from clef_core.dist import average_gradients, gather_with_grad
 from clef_core.labels import LabelSpace
 from clef_core.model import build_model, tokenizer_for
 from clef_core.runtime import configure_process
+from clef_core.selection import stage1_rows
 from clef_core.tracking import tracker_for
 from clef_core.train import (
     finetune_step,
@@ -234,27 +233,27 @@ def run_stage(
     }
     side = source_size(size, cfg.stage1.augment, cfg.stage2.augment)
     cache = cfg.compute.cache_decoded
+    selected: dict[str, float] = {}  # stage 1: the rows read, for the unit's result
     if job.stage == 1:
         activities = activities_of(shard_dir, job.datasets)
         index = {f"{d}/{t}": i for i, (d, t) in enumerate(activities)}
         sources, rows = [], 0
         for d in job.datasets:
-            keep = even_activity_shares(read_manifest(shard_dir, d)["rows_per_task"])
-            balance = cfg.stage1.balance_activities and bool(keep)
+            # BP4D: its coded frames; BP4D+: a capped sample per activity (clef_core.selection).
+            sel = stage1_rows(shard_dir, d, job.train_parts, cfg.stage1.frames_per_activity)
+            selected |= sel.record()
+            rows += sel.rows
             if cache:
                 arrays = decoded_arrays(shard_dir, d, side)
                 columns = cached_split(
-                    arrays, job.train_parts, None, index, keep if balance else None, cfg.seed
+                    arrays, job.train_parts, sel.labels, index, sel.limit, cfg.seed
                 )
                 sources.append(in_memory(columns))
-                rows += len(columns["image"])
                 continue
-            split = load_split(shard_dir, d, job.train_parts, shuffle_seed=cfg.seed)
-            if balance:
-                split = balance_activities(split, keep)
+            split = load_split(
+                shard_dir, d, job.train_parts, sel.labels, shuffle_seed=cfg.seed, limit=sel.limit
+            )
             sources.append(model_inputs(split, side, index, data_cpus, concurrency))
-            share = sum(keep.values()) / len(keep) if balance else 1
-            rows += int(_rows_in(shard_dir, d, job.train_parts) * share)
         train = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
         datasets = {"train": train}
         loop_config["activities"] = activities
@@ -308,4 +307,5 @@ def run_stage(
     )
     result = trainer.fit()
     assert result.checkpoint is not None
-    return StageResult(Path(result.checkpoint.path), dict(result.metrics or {}))
+    tracker_for(0, tracking_uri, run_id).log_metrics(selected, 0)
+    return StageResult(Path(result.checkpoint.path), dict(result.metrics or {}) | selected)

@@ -161,14 +161,19 @@ EXPRESSION_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Activity descriptions. BP4D T1-T3: Table 1 of the paper, word for word. The rest (BP4D
-# T4-T8, BP4D+): ours, a best effort in Table 1's style from the tasks and target emotions
-# the BP4D and BP4D+ papers describe (the paper's supplementary material is not available).
+# Activity descriptions. BP4D T1-T3: Table 1 of the paper, word for word (its "A1"-"A3";
+# tests/test_text.py holds the paper's strings and checks them against the paper's text).
+PAPER_TABLE_1: dict[str, str] = {
+    "T1": "Talk to the experimenter and listen to a joke (Interview). The target emotion is happiness or amusement",
+    "T2": "Watch and listen to a recorded documentary and discuss their reactions. The target emotion is sadness",
+    "T3": "Experience sudden, unexpected burst of sound. The target emotion is surprise or startle",
+}
+# BEST EFFORT (ours): BP4D T4-T8 and every BP4D+ task. The paper gives the others only in its
+# supplementary material, which is not available: these follow Table 1's style, from the tasks
+# and target emotions the BP4D and BP4D+ papers describe (BP4D+ T2-T10 wording unverified).
 ACTIVITIES: dict[str, dict[str, str]] = {
     "bp4d": {
-        "T1": "Talk to the experimenter and listen to a joke (Interview). The target emotion is happiness or amusement",
-        "T2": "Watch and listen to a recorded documentary and discuss their reactions. The target emotion is sadness",
-        "T3": "Experience sudden, unexpected burst of sound. The target emotion is surprise or startle",
+        **PAPER_TABLE_1,
         "T4": "Improvise a silly song. The target emotion is embarrassment",
         "T5": "Anticipate and experience a physical threat in a dart game. The target emotion is fear or nervousness",
         "T6": "Submerge a hand in ice water. The target emotion is physical pain",
@@ -188,6 +193,8 @@ ACTIVITIES: dict[str, dict[str, str]] = {
         "T10": "Experience an unpleasant smell. The target emotion is disgust",
     },
 }
+# Which descriptions are the paper's; every other one is our best effort (above).
+FROM_THE_PAPER = frozenset(("bp4d", t) for t in PAPER_TABLE_1)
 
 
 def label_name(label: int | str) -> str:

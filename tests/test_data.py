@@ -14,7 +14,7 @@ import torch
 from clef_core.augment import model_views, resize
 from clef_core.cache import cached_split, decoded_arrays, shrink
 from clef_core.config import AugmentConfig
-from clef_core.data import balance_activities, even_activity_shares, load_split, model_inputs
+from clef_core.data import load_split, model_inputs
 from clef_core.errors import ClefError
 
 ACTIVITIES = {f"bp4d/T{k}": k - 1 for k in range(1, 9)}
@@ -99,10 +99,8 @@ def test_eval_batches_are_plain_resizes(shard_dir: Path, local_ray: None) -> Non
 
 def test_decoded_cache_gives_the_streamed_rows(shard_dir: Path, local_ray: None) -> None:
     """compute.cache_decoded: the arrays decoded once hold the rows (images and labels) the
-    streaming pipeline delivers, for each filter (parts, labelled rows, the even activity
-    sample of stage 1), and a second call reads the cache instead of decoding again."""
-    import json
-
+    streaming pipeline delivers, for each filter (parts, labelled rows, the activity sample
+    of stage 1), and a second call reads the cache instead of decoding again."""
     arrays = decoded_arrays(shard_dir, "bp4d", 72)
     cache = sorted((shard_dir.parent / "cache").glob("bp4d-72px-*.npz"))
     assert len(cache) == 1 and arrays["image"].dtype == np.uint8
@@ -117,17 +115,17 @@ def test_decoded_cache_gives_the_streamed_rows(shard_dir: Path, local_ray: None)
             for i, img in enumerate(columns["image"])
         )
 
-    rows_per_task = json.loads((shard_dir / "bp4d" / "manifest.json").read_text())["rows_per_task"]
-    # Synthetic tasks are equally long (every share 1): halve some so the sample drops rows.
-    keep = {
-        t: share / (1 + k % 2)
-        for k, (t, share) in enumerate(even_activity_shares(rows_per_task).items())
+    # A stage-1 sample (`selection`): per task, the rows up to its median row key.
+    in_part = arrays["part"] == 2
+    limit = {
+        str(t): int(np.median(arrays["row"][in_part & (arrays["task"] == t)]))
+        for t in np.unique(arrays["task"][in_part])
     }
     cases = [
         (load_split(shard_dir, "bp4d", [0, 1], "au"), cached_split(arrays, [0, 1], "au")),
         (
-            balance_activities(load_split(shard_dir, "bp4d", [2]), keep),
-            cached_split(arrays, [2], None, ACTIVITIES, keep, shuffle_seed=3),
+            load_split(shard_dir, "bp4d", [2], limit=limit),
+            cached_split(arrays, [2], None, ACTIVITIES, limit, shuffle_seed=3),
         ),
     ]
     for streamed, cached in cases:

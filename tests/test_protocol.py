@@ -3,15 +3,19 @@ run in, and unit keys (which settings invalidate a cached result and which do no
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clef_core.config import load_config
 from clef_core.errors import ClefError
 from clef_core.protocol import Unit, folds_of, plan, stage2_unit, unit_key
 
+REPO = Path(__file__).resolve().parents[1]
+
 MANIFESTS = {
     d: {"input_hash": f"h-{d}", "rows": 100, "code_version": "0", "image_size": 112}
-    for d in ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "ferplus")
+    for d in ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
 }
 
 
@@ -48,8 +52,8 @@ def test_plan_runs_dependencies_first_and_each_unit_once() -> None:
     assert names.count("s1-bp4d_plus-all") == 1  # shared by both FER datasets
     assert sum(n.startswith("s2-bp4d-") for n in names) == 3  # needed by DISFA, asked for too
     # Fold 1 of the default protocol: stage 1 on BP4D, BP4D+ and all of BP4D+ (for FER), and
-    # stage 2 on BP4D, DISFA, BP4D+, RAF-DB, AffectNet-7, FERPlus.
-    assert len(plan(load_config("default", ["protocol.folds=[1]"]))) == 3 + 6
+    # stage 2 on BP4D, DISFA, BP4D+, RAF-DB, AffectNet-7, AffectNet-8, FERPlus.
+    assert len(plan(load_config("default", ["protocol.folds=[1]"]))) == 3 + 7
 
 
 def test_unit_keys_follow_what_the_result_depends_on() -> None:
@@ -77,3 +81,27 @@ def test_a_fold_that_does_not_exist_is_one_clear_error() -> None:
     with pytest.raises(ClefError, match="fold 9 does not exist"):
         folds_of("bp4d", [9])
     assert folds_of("bp4d", [4]) == []  # fold 4 is BP4D+'s: BP4D skips it
+
+
+def test_affectnet8_is_in_the_full_reproduction_and_the_kuberay_job() -> None:
+    """Table 5 reports AffectNet-8: the default protocol (which the `full-reproduction`
+    deployment runs) fine-tunes it from BP4D+'s stage 1 in its own 8-class label space, and
+    the KubeRay job gives a root for every dataset of that protocol."""
+    import shlex
+
+    import yaml
+
+    from clef_core.config import ProtocolConfig
+    from preprocessing.readers import READERS
+
+    datasets = ProtocolConfig().datasets
+    assert "affectnet8" in datasets and "affectnet7" in datasets
+    an8 = stage2_unit("affectnet8", 1, True)
+    assert an8 in plan(load_config("paper")) and an8.init == Unit(1, "bp4d_plus", None)
+    assert (an8.train_parts, an8.test_parts) == ((0,), (1,))
+    assert READERS["affectnet8"].classes[-1] == "contempt"
+    assert len(READERS["affectnet8"].classes) == 8 and len(READERS["affectnet7"].classes) == 7
+    job = yaml.safe_load((REPO / "infra/kuberay/rayjob.yaml").read_text())
+    words = shlex.split(job["spec"]["entrypoint"])
+    roots = {words[i + 1].split("=")[0] for i, w in enumerate(words) if w == "--root"}
+    assert roots == set(datasets)

@@ -47,3 +47,47 @@ def test_a_label_file_without_frame_numbers_is_refused_with_a_message(
     assert reader.labels(subject, task) == {}
     refused = [m for m in reader.issues.messages if path.name in m and "expected frame" in m]
     assert len(refused) == 1 and "in the first column, strictly increasing" in refused[0]
+
+
+def _renumbered(synth_root: Path, tmp_path: Path, shift: int) -> tuple[BP4DPlusReader, Path]:
+    """A copy of the synthetic BP4D+ whose first label file has the ambiguous numeric header
+    ("1,1,2,4,...") and its frame numbers moved by `shift`."""
+    root, path = _with_header(synth_root, tmp_path, "1")
+    lines = path.read_text().splitlines()
+    moved = [f"{int(line.split(',', 1)[0]) + shift},{line.split(',', 1)[1]}" for line in lines[1:]]
+    path.write_text("\n".join([lines[0], *moved]) + "\n")
+    return BP4DPlusReader(root), path
+
+
+def test_label_frames_must_name_the_image_files(synth_root: Path, tmp_path: Path) -> None:
+    """Frame numbers that name no image file (strictly increasing, so plausible) are refused
+    with one message saying what was expected and what was found; a file of which only some
+    rows name images keeps those rows and says how many do not."""
+    reader, path = _renumbered(synth_root, tmp_path / "none", 100_000)
+    subject, task = path.stem.split("_")
+    seq = next(s for s in reader.sequences() if (s.subject, s.task) == (subject, task))
+    labels = reader.labels(subject, task)
+    items = list(reader.frames(seq))
+    assert items and all(max(item.au or [-1]) < 0 for item in items)  # no label used
+    refused = [m for m in reader.issues.messages if path.name in m]
+    first, last = items[0].frame, items[-1].frame
+    assert len(refused) == 1, refused
+    assert "expected the first column's frame numbers to name the image files" in refused[0]
+    assert f"({len(items)} files, {first}..{last})" in refused[0]
+    assert f"found {len(labels)} label rows numbered {min(labels)}..{max(labels)}" in refused[0]
+    assert "its labels are not used" in refused[0]
+
+    # Moved so that the second half of the rows lies past the last image file.
+    original = BP4DPlusReader(synth_root / "BP4D+").labels(subject, task)
+    frames = sorted(original)
+    shift = last - frames[len(frames) // 2] + 1
+    reader, path = _renumbered(synth_root, tmp_path / "half", shift)
+    items = list(reader.frames(seq))
+    partial = [m for m in reader.issues.messages if path.name in m]
+    assert len(partial) == 1, partial
+    gone = len(frames) - len(frames) // 2
+    assert f"found {gone} of {len(frames)} label rows" in partial[0]
+    assert "naming no image file" in partial[0]
+    for item in items:  # the rows that name a file label it, with that row's own values
+        assert item.au == original.get(item.frame - shift, [-1] * 12)
+    assert sum(item.frame - shift in original for item in items) == len(frames) // 2

@@ -1,9 +1,12 @@
 """BP4D and BP4D+: frame folders (or BP4D+ zip per subject) and AU_OCC occurrence CSVs.
 
-The first column is the frame number (by position: its header varies); AU columns are mapped
-by header name ('k' is AU k); frame numbers come from file stems as integers (zero-padding
-differs between subjects); any value other than 0/1 (9 = not coded) is unknown (-1). Frames
-without a label row are unlabeled (stage-1 pre-training only).
+The first column is the frame number (by position: its header varies, and may be blank or a
+number, as BP4D+'s "1,1,2,4,..."); AU columns are mapped by header name ('k' is AU k); frame
+numbers come from file stems as integers (zero-padding differs between subjects). The frame
+column must be strictly increasing and name the image files: otherwise the file's labels are
+refused (or its rows naming no file left out) with one message saying what was expected and
+what was found. Any value other than 0/1 (9 = not coded) is unknown (-1). Frames without a
+label row are unlabeled.
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ class BP4DReader(Reader):
             ]
         return out
 
-    def _images(self, seq: SequenceRef) -> Iterator[tuple[int, str, bytes | Path]]:
+    def _frame_files(self, seq: SequenceRef) -> list[tuple[int, str]]:
+        """(frame number, file name) of the sequence's images, sorted; names only, no data."""
         path = Path(seq.source)
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
@@ -130,12 +134,52 @@ class BP4DReader(Reader):
                     for n in archive.namelist()
                     if n.split("/")[-2:-1] == [seq.task] and n.endswith(".jpg")
                 ]
-                for number, name in self._numbered(names, seq):
+        else:
+            names = [str(p) for p in (path / str(seq.task)).glob("*.jpg")]
+        return self._numbered(names, seq)
+
+    def _images(
+        self, seq: SequenceRef, files: list[tuple[int, str]]
+    ) -> Iterator[tuple[int, str, bytes | Path]]:
+        path = Path(seq.source)
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                for number, name in files:
                     yield number, name, archive.read(name)
         else:
-            files = [str(p) for p in (path / str(seq.task)).glob("*.jpg")]
-            for number, name in self._numbered(files, seq):
+            for number, name in files:
                 yield number, name, Path(name)
+
+    def _checked_labels(
+        self, seq: SequenceRef, files: list[tuple[int, str]]
+    ) -> dict[int, list[int]]:
+        """The sequence's labels, if their frame numbers name its image files: none matching
+        means the first column is not the frame number the file stems carry (labels refused,
+        one message); some not matching are reported and those rows left out."""
+        labels = self.labels(seq.subject, str(seq.task))
+        if not labels or not files:
+            return labels
+        numbers = {n for n, _ in files}
+        orphans = sorted(set(labels) - numbers)
+        if not orphans:
+            return labels
+        path = f"{self.label_dir}/{seq.subject}_{seq.task}.csv"
+        expected = (
+            f"expected the first column's frame numbers to name the image files "
+            f"({len(files)} files, {files[0][0]}..{files[-1][0]})"
+        )
+        found = f"{min(labels)}..{max(labels)}"
+        if len(orphans) == len(labels):
+            self.issues.add(
+                f"{path}: {expected}; found {len(labels)} label rows numbered {found}, none "
+                "of them an image file's number: its labels are not used"
+            )
+            return {}
+        self.issues.add(
+            f"{path}: {expected}; found {len(orphans)} of {len(labels)} label rows ({found}) "
+            f"naming no image file (first: {orphans[0]}): those rows are not used"
+        )
+        return labels
 
     def _numbered(self, names: list[str], seq: SequenceRef) -> list[tuple[int, str]]:
         out = []
@@ -151,11 +195,10 @@ class BP4DReader(Reader):
         return True
 
     def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
-        labels = self.labels(seq.subject, str(seq.task))
+        files = self._frame_files(seq)
+        labels = self._checked_labels(seq, files)
         unknown = [-1] * len(self.au_ids)
-        seen = set()
-        for number, name, data in self._images(seq):
-            seen.add(number)
+        for number, name, data in self._images(seq, files):
             try:
                 image = (
                     decode_image_bytes(data, name, reduce)
@@ -165,11 +208,6 @@ class BP4DReader(Reader):
                 yield FrameItem(number, image, au=labels.get(number, unknown))
             except DecodeError as err:
                 yield FrameItem(number, None, au=labels.get(number, unknown), error=str(err))
-        orphans = sorted(set(labels) - seen)
-        if orphans:
-            self.issues.add(
-                f"{seq.key}: {len(orphans)} label rows name frames that do not exist (first: {orphans[0]})"
-            )
 
 
 class BP4DPlusReader(BP4DReader):
