@@ -319,19 +319,68 @@ def read_config(path: Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: " + _format_error(err)) from None
 
 
-# Table 6's ablation rows as config overrides. PI = stage 1 runs; PA = stage 1 uses the
-# activity text (L_IA); N = classes are text features of label names; D = L_DN on descriptions.
-# Each switch changes a loss weight or the head, never a separate code path.
+# Table 6's rows as config overrides, one per row of the paper, named by the paper's
+# components. PI = stage 1 runs (L_II); PA = stage 1 also uses the activity text (L_IA);
+# N = classes are text features of label names (L_IN on the names head; without N the image
+# feature goes through a linear head with plain weighted CE/BCE, and the text tower is unused);
+# D = L_DN on the descriptions. The image encoder I is in every row. Each switch changes a
+# loss weight or the head, never a separate code path. The CLIP and FaRL rows are the same
+# training (no stage 1) from different initial weights (`ABLATION_WEIGHTS`); the CLEF rows
+# start from FaRL, as the paper's do.
+_NO_STAGE1 = ("stage1.epochs=0",)
+_NO_PA = ("stage1.weight_image_activity=0",)
+_NO_N = ("stage2.head=linear", "stage2.weight_dn=0")
+_NO_D = ("stage2.weight_dn=0",)
 ABLATIONS: dict[str, tuple[str, ...]] = {
-    "baseline": ("stage1.epochs=0", "stage2.head=linear", "stage2.weight_dn=0"),
-    "N": ("stage1.epochs=0", "stage2.weight_dn=0"),
-    "N+D": ("stage1.epochs=0",),
-    "PI+N+D": ("stage1.weight_image_activity=0",),
+    "CLIP-I": (*_NO_STAGE1, *_NO_N),
+    "CLIP-I+N": (*_NO_STAGE1, *_NO_D),
+    "CLIP-I+N+D": _NO_STAGE1,
+    "FaRL-I": (*_NO_STAGE1, *_NO_N),
+    "FaRL-I+N": (*_NO_STAGE1, *_NO_D),
+    "FaRL-I+N+D": _NO_STAGE1,
+    "PI": (*_NO_PA, *_NO_N),
+    "PA+PI": _NO_N,
+    "PI+N": (*_NO_PA, *_NO_D),
+    "PA+PI+N": _NO_D,
+    "PI+N+D": _NO_PA,
     "PA+PI+N+D": (),  # the full method
 }
+# Whose weights each row starts from in the paper: its CLIP rows from OpenAI's CLIP, the rest
+# from FaRL ("Model parameters are loaded from FaRL"). No weights file: from scratch.
+ABLATION_WEIGHTS: dict[str, Literal["CLIP", "FaRL"]] = {
+    name: "CLIP" if name.startswith("CLIP-") else "FaRL" for name in ABLATIONS
+}
+# Earlier names of the rows without stage 1 (kept so older commands and reports still read).
+ABLATION_ALIASES = {"baseline": "FaRL-I", "I": "FaRL-I", "N": "FaRL-I+N", "N+D": "FaRL-I+N+D"}
+
+
+def ablation_name(name: str) -> str:
+    """The row's canonical name (an earlier alias resolved); ConfigError if unknown."""
+    name = ABLATION_ALIASES.get(name, name)
+    if name not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {name!r}; known: all, {', '.join(ABLATIONS)}")
+    return name
+
+
+def ablation_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The rows asked for, canonical, each once, in the paper's order; "all" = every row."""
+    if "all" in names:
+        return list(ABLATIONS)
+    wanted = {ablation_name(n) for n in names}
+    return [n for n in ABLATIONS if n in wanted]
 
 
 def ablation_overrides(name: str) -> tuple[str, ...]:
-    if name not in ABLATIONS:
-        raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
-    return ABLATIONS[name]
+    return ABLATIONS[ablation_name(name)]
+
+
+def ablation_init_weights(
+    name: str, configured: Path | None, weights: dict[str, Path] | None = None
+) -> Path | None:
+    """The initial weights file of a row: `weights["clip"]` for the CLIP rows, and for the
+    others `weights["farl"]`, else the config's `model.init_weights` (which the paper's
+    preset documents as FaRL's). None = from scratch: no CLIP row ever starts from FaRL's."""
+    weights = weights or {}
+    if ABLATION_WEIGHTS[ablation_name(name)] == "CLIP":
+        return weights.get("clip")
+    return weights.get("farl", configured)

@@ -28,7 +28,13 @@ from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, ValidationError
 
-from clef_core.config import DATASETS, ExperimentConfig, ablation_overrides
+from clef_core.config import (
+    DATASETS,
+    ExperimentConfig,
+    ablation_init_weights,
+    ablation_names,
+    ablation_overrides,
+)
 from clef_core.errors import ClefError
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit, datasets_of, plan
@@ -45,7 +51,12 @@ class ReproductionParams(BaseModel):
     overrides: list[str] = []  # config overrides, e.g. ["stage1.epochs=1"]
     datasets: list[str] | None = None  # protocols to run; None = the preset's protocol.datasets
     folds: list[int] | None = None  # fold numbers from 1; None = the preset's protocol.folds
-    ablations: list[str] = []  # Table 6 rows besides the full method: baseline, N, N+D, PI+N+D
+    # Table 6 rows besides the full method (PA+PI+N+D), by name (CLIP-I ... FaRL-I+N+D, PI,
+    # PA+PI, PI+N, PA+PI+N, PI+N+D) or "all"; `clef_core.config.ABLATIONS`.
+    ablations: list[str] = []
+    # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
+    # others from "farl" (else model.init_weights); a row without one trains from scratch.
+    weights: dict[str, Path] = {}
     synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
     roots: dict[str, Path] = {}  # real dataset roots by name; win over the synthetic ones
     data_dir: Path | None = (
@@ -140,13 +151,25 @@ def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
         extra.append(f"protocol.datasets={params.datasets}")
     if params.folds is not None:
         extra.append(f"protocol.folds={params.folds}")
+    unknown = sorted(set(params.weights) - {"clip", "farl"})
+    if unknown:
+        raise ClefError(f"weights: unknown source {', '.join(unknown)}; known: clip, farl")
+    for source, path in sorted(params.weights.items()):
+        if not Path(path).is_file():
+            raise ClefError(f"weights: the {source} weights file {path} does not exist")
+    if "farl" in params.weights:  # as the config's own: the paper preset then does not warn
+        extra.append(f"model.init_weights={params.weights['farl']}")
     out = {}
-    for name in [MAIN, *params.ablations]:
+    for name in [MAIN, *(n for n in ablation_names(params.ablations) if n != MAIN)]:
         sets = [*ablation_overrides(name), *extra]
-        out[name] = resolve_config(
+        cfg = resolve_config(
             params.preset, sets, params.data_dir or default_data_dir(), params.ray_address,
             params.mlflow_uri,
         )  # fmt: skip
+        init = ablation_init_weights(name, cfg.model.init_weights, params.weights)
+        out[name] = cfg.model_copy(
+            update={"model": cfg.model.model_copy(update={"init_weights": init})}
+        )
     return out
 
 
@@ -235,6 +258,7 @@ def clef(
     datasets: list[str] | None = None,
     folds: list[int] | None = None,
     ablations: list[str] | None = None,
+    weights: dict[str, Path] | None = None,
     synthetic: bool = True,
     roots: dict[str, Path] | None = None,
     data_dir: Path | None = None,
@@ -244,13 +268,14 @@ def clef(
 ) -> str | State:
     """Reproduce CLEF: preprocess, pre-train, fine-tune every fold, evaluate, report.
 
-    Parameters as in `ReproductionParams` (None = empty for overrides, ablations, roots).
+    Parameters as in `ReproductionParams` (None = empty for overrides, ablations, weights,
+    roots).
     """
     try:
         params = ReproductionParams(
             preset=preset, overrides=overrides or [], datasets=datasets, folds=folds,
-            ablations=ablations or [], synthetic=synthetic, roots=roots or {},
-            data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
+            ablations=ablations or [], weights=weights or {}, synthetic=synthetic,
+            roots=roots or {}, data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
             synthetic_preset=synthetic_preset,
         )  # fmt: skip
         return _reproduce(params)
