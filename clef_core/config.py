@@ -7,6 +7,7 @@ config is written beside every output and logged to MLflow.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +96,8 @@ class ModelConfig(_Frozen):
 
 
 class AugmentConfig(_Frozen):
+    # The paper names the kinds (random cropping, horizontal flipping, random rotation), not
+    # their amounts: these values are ours.
     crop_scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range
     flip_p: float = Field(0.5, ge=0.0, le=1.0)  # horizontal flip probability
     rotation_deg: float = Field(10.0, ge=0.0, le=90.0)  # uniform in [-deg, deg]
@@ -113,7 +116,7 @@ class Stage1Config(_Frozen):
     epochs: int = Field(5, ge=0)  # 0 switches stage 1 off (ablation PI)
     warmup_epochs: float = Field(1.0, ge=0.0)
     batch_size: int = Field(64, ge=2)
-    # Not given in the paper; a usual CLIP fine-tuning rate.
+    # Ours: not given in the paper; a usual CLIP fine-tuning rate.
     lr: float = Field(5e-5, gt=0.0)
     min_lr: float = Field(1e-6, ge=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -143,21 +146,27 @@ _PAPER_LR = {
 class Stage2Config(_Frozen):
     """Fine-tuning with label names (N) and descriptions (D) (Eq. 3-6)."""
 
-    epochs: int = Field(10, ge=1)  # not given in the paper
-    warmup_epochs: float = Field(1.0, ge=0.0)
+    # Ours: the paper gives stage 2's batch size (64), optimizer (AdamW) and learning rates,
+    # not its epochs, weight decay or schedule. We use 10 epochs and stage 1's schedule and
+    # decay (1 warm-up epoch, cosine to 1e-6, AdamW weight decay 0.01).
+    epochs: int = Field(10, ge=1)  # ours
+    warmup_epochs: float = Field(1.0, ge=0.0)  # ours
     batch_size: int = Field(64, ge=2)
     lr: dict[str, float] = _PAPER_LR  # per dataset, the paper's values
-    min_lr: float = Field(1e-6, ge=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
+    min_lr: float = Field(1e-6, ge=0.0)  # ours (stage 1's)
+    weight_decay: float = Field(0.01, ge=0.0)  # ours (stage 1's)
     lam: float = Field(2.0, ge=0.0)  # lambda in Eq. 6, the weight of L_IN
     weight_dn: float = Field(1.0, ge=0.0)  # weight of L_DN; 0 = ablation without D
     # "names": classes are text features of their names (N); "linear": a linear head on the
     # image feature with plain weighted CE/BCE (ablation without N and D).
     head: Literal["names", "linear"] = "names"
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # AU present when sigmoid(s) > threshold
-    logit_scale_init: float = Field(1 / 0.07, gt=0.0)  # 1/tau at the start (CLIP's)
+    # 1/tau at the start (CLIP's initial value). Ours: it overwrites the logit scale loaded
+    # with the initial weights (FaRL's / CLIP's own learned one); the paper says only that
+    # tau is learnable.
+    logit_scale_init: float = Field(1 / 0.07, gt=0.0)
     logit_scale_max: float = Field(100.0, gt=0.0)  # clamp of 1/tau, as CLIP
-    augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)
+    augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)  # ours
     # As stage 1's: batches per epoch, passing over the data again when needed.
     steps_per_epoch: int | None = Field(None, ge=1)
     eval_every_epoch: bool = False  # held-out metrics after every epoch, not just the last
@@ -300,9 +309,27 @@ def load_config(
     for text in overrides:
         tree = _deep_merge(tree, parse_override(text))
     try:
-        return ExperimentConfig.model_validate(tree)
+        cfg = ExperimentConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
+    if preset == "paper" and cfg.model.init_weights is None:
+        warn_from_scratch()
+    return cfg
+
+
+FROM_SCRATCH = (
+    "preset 'paper' without initial weights: the ViT-B/16 trains FROM SCRATCH, not from FaRL "
+    "as in the paper; give --set model.init_weights=PATH (FaRL's checkpoint; none can be "
+    "downloaded here)"
+)
+_warned: set[str] = set()
+
+
+def warn_from_scratch() -> None:
+    """One clear warning line per process (every row and command loads the config again)."""
+    if FROM_SCRATCH not in _warned:
+        _warned.add(FROM_SCRATCH)
+        logging.getLogger(__name__).warning(FROM_SCRATCH)
 
 
 def save_config(config: ExperimentConfig, path: Path) -> Path:

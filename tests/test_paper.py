@@ -104,3 +104,39 @@ def test_table6_is_the_papers_text_row_by_row() -> None:
         for r in rows
     ]  # fmt: skip
     assert printed == [(r.method, r.components, r.bp4d, r.rafdb) for r in paper.TABLE6]
+
+
+# --- The paper preset says when it cannot start where the paper starts -----------------------
+
+
+def test_paper_preset_without_weights_warns_once_that_it_trains_from_scratch(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clef_core import config
+
+    monkeypatch.setattr(config, "_warned", set())
+    with caplog.at_level("WARNING"):
+        config.load_config("paper")
+        config.load_config("paper", ["seed=1"])  # every row and command loads it again
+    lines = [r.getMessage() for r in caplog.records if "FROM SCRATCH" in r.getMessage()]
+    assert lines == [config.FROM_SCRATCH] and "\n" not in lines[0]
+    assert "FaRL" in lines[0] and "model.init_weights" in lines[0]
+    monkeypatch.setattr(config, "_warned", set())
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        config.load_config("paper", ["model.init_weights=/weights/farl.pt"])
+        config.load_config("cpu-tiny")  # the small CPU model is meant to train from scratch
+    assert not [r for r in caplog.records if "FROM SCRATCH" in r.getMessage()]
+
+
+def test_the_command_line_prints_the_warning_as_one_line() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "config", "show", "paper"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert [line for line in run.stderr.splitlines() if line.strip()] == [
+        line for line in run.stderr.splitlines() if "FROM SCRATCH" in line
+    ] and run.stderr.count("FROM SCRATCH") == 1
