@@ -1,5 +1,7 @@
-"""The `clef` Prefect flow: preprocess -> stage 1 -> stage 2 per dataset and fold -> evaluate
--> report, as a DAG of tasks. Thin: every task calls a library function.
+"""The `clef` Prefect flow: preprocess -> stage 1 -> stage 2 per dataset and fold -> evaluation
+-> report, as a DAG of tasks. Thin: every task calls a library function. The evaluation step
+scores each finished stage-2 checkpoint afresh on its fold's held-out part (a task of its own,
+so it reruns on a cached unit without retraining); the report shows its metrics.
 
 Parameters are checked before any work starts (preset, overrides, datasets, folds, roots), so
 a bad one fails the run in seconds with one message. When a task fails, the tasks that depend
@@ -122,6 +124,49 @@ def train_unit(
         "%s: %s%s", unit.name, result.metrics, " (cached)" if result.cached else ""
     )
     return result
+
+
+_EVALUATING: dict[str, threading.Lock] = {}
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBook) -> UnitResult:
+    """The evaluation step: score a finished stage-2 unit's checkpoint afresh on its test part
+    (held-out subjects), write `<unit folder>/evaluation/` (metrics.json, predictions.parquet)
+    and log the metrics as an MLflow run of their own; the unit's result with these metrics.
+
+    Re-runnable on a finished checkpoint: a cached unit is evaluated again, not retrained
+    (an evaluation already written for it is reused; delete the folder to score it anew).
+    The training loop scores the same part at its end; the two must agree (logged)."""
+    import json
+    from dataclasses import replace
+
+    from clef_core.evaluate import EVALUATION, evaluate_unit
+
+    out = Path(trained.checkpoint).parent / EVALUATION
+    done = out / "metrics.json"
+    # Rows of the same training (a CLIP row and its FaRL row from scratch) share a folder.
+    with _EVALUATING.setdefault(str(out), threading.Lock()):
+        if done.is_file():
+            metrics = json.loads(done.read_text())
+        else:
+            metrics = evaluate_unit(
+                cfg, Path(trained.checkpoint), unit.dataset, unit.train_parts, unit.test_parts,
+                out,
+            )  # fmt: skip
+    key = "f1_mean" if "f1_mean" in metrics else "accuracy"
+    get_run_logger().info(
+        "%s evaluated: %s %.4f (the training loop's: %.4f)",
+        unit.name, key, metrics[key], trained.metrics.get(key, float("nan")),
+    )  # fmt: skip
+    tags = {"clef.unit": unit.name, "clef.step": "evaluation", "clef.key": trained.key}
+    if trained.run_id:
+        tags["clef.evaluates"] = trained.run_id
+    run_id = book.child(unit.dataset, f"{unit.name}-evaluation", tags)
+    book.tracker(run_id).log_metrics(metrics, step=0)
+    book.tracker(run_id).log_artifact(out, "evaluation")
+    book.finish(run_id)
+    return replace(trained, metrics={**trained.metrics, **metrics})
 
 
 @task(cache_policy=NO_CACHE)
@@ -336,6 +381,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
         }
         books: dict[str, RunBook] = {}
         futures: dict[str, dict[Unit, PrefectFuture]] = {}
+        scored: dict[str, dict[Unit, PrefectFuture]] = {}  # the evaluation step of stage 2
         for name, units in plans.items():
             books[name] = run_book(
                 cfgs[name], reproduction if name == MAIN else f"{reproduction}-{name}"
@@ -347,15 +393,29 @@ def _reproduce(params: ReproductionParams) -> str | State:
                     cfgs[name], unit, books[name], init, wait_for=[shards[unit.dataset]]
                 )
             futures[name] = mine
+            scored[name] = {
+                unit: evaluate.with_options(task_run_name=f"{name}:evaluate-{unit.name}").submit(
+                    cfgs[name], unit, future, books[name]
+                )
+                for unit, future in mine.items()
+                if unit.stage == 2
+            }
         every = {f"preprocess {d}": f for d, f in shards.items()} | {
             f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()
-        }
+        } | {
+            f"{name}:evaluate {unit.name}": f
+            for name, mine in scored.items() for unit, f in mine.items()
+        }  # fmt: skip
         cause = _settle(every)
         if cause is not None:
             for book in books.values():  # parents end FAILED, not RUNNING forever
                 book.close(ok=False)
             return _failed(cause)
-        runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
+        runs = {
+            name: [scored[name][u].result() if u in scored[name] else f.result()
+                   for u, f in mine.items()]
+            for name, mine in futures.items()
+        }  # fmt: skip
         out = main.data.data_dir / "reports" / reproduction
         report = write_report(runs, books, params, out)
     finally:

@@ -1,12 +1,14 @@
 """Table 6: every row of the paper by name (`clef reproduce --ablation NAME / all`), each
 switching the paper's components through config, each starting from its row's weights
 (CLIP rows from CLIP's, the rest from FaRL's, none given: from scratch), and the planned
-trainings of each row. The report's layout: tests/test_report.py."""
+trainings of each row; one row (PI) trained in-process and scored by the flow's evaluation
+step. The report's layout: tests/test_report.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clef_core import paper
@@ -67,3 +69,47 @@ def test_a_bad_row_or_weights_fails_with_one_message(
 ) -> None:
     with pytest.raises(ClefError, match=message.replace("+", r"\+")):
         checked(_params(tmp_path, **kw))
+
+
+@pytest.fixture(scope="module")
+def data_dir(shard_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir over the session's synthetic shards (its decoded cache written here)."""
+    data = tmp_path_factory.mktemp("ablation")
+    (data / "shards").symlink_to(shard_dir)
+    return data
+
+
+SHORT = ["stage1.steps_per_epoch=4", "stage2.steps_per_epoch=6", "stage1.batch_size=16",
+         "stage2.batch_size=16"]  # fmt: skip
+
+
+def test_stage1_then_a_linear_head_trains_and_the_evaluation_step_agrees(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Row PI (stage 1 on images, then the image encoder's linear head: no text in stage 2),
+    a combination only Table 6 has, trained in-process; its checkpoint scored by the flow's
+    evaluation step (`evaluate_unit`) gives the training's own held-out metrics."""
+    import torch
+
+    from clef_core.checkpoint import save_checkpoint
+    from clef_core.config import ablation_overrides
+    from clef_core.evaluate import evaluate_unit
+    from clef_core.heldout import read_predictions
+    from clef_core.labels import LabelSpace
+    from clef_core.local import run_local_stage
+
+    torch.set_num_threads(2)
+    cfg = load_config("cpu-tiny", [*ablation_overrides("PI"), f"data.data_dir={data_dir}", *SHORT])
+    assert cfg.stage1.weight_image_activity == 0 and cfg.stage2.head == "linear"
+    s1 = run_local_stage(cfg, 1, "bp4d", (1, 2))
+    s2 = run_local_stage(cfg, 2, "bp4d", (1, 2), (0,), init=s1.model)
+    assert s2.model.head is not None and s2.metrics is not None and s2.predictions is not None
+    assert np.isfinite(s1.losses).all() and np.isfinite(s2.losses).all()
+    space = LabelSpace.aus([1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24])
+    checkpoint = save_checkpoint(tmp_path / "checkpoint", s2.model, cfg, 2, 6, 1, space)
+    metrics = evaluate_unit(cfg, checkpoint, "bp4d", (1, 2), (0,), tmp_path / "evaluation")
+    for key in ("f1_mean", "f1_baseline_mean", "auc_mean", "f1_au12"):
+        assert metrics[key] == pytest.approx(s2.metrics[key], abs=1e-6), key
+    pred, _, meta = read_predictions(tmp_path / "evaluation" / "predictions.parquet")
+    assert len(pred.scores) == len(s2.predictions.scores) and meta["test_parts"] == [0]
+    assert (tmp_path / "evaluation" / "metrics.json").is_file()
