@@ -7,6 +7,7 @@ config is written beside every output and logged to MLflow.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +96,8 @@ class ModelConfig(_Frozen):
 
 
 class AugmentConfig(_Frozen):
+    # The paper names the kinds (random cropping, horizontal flipping, random rotation), not
+    # their amounts: these values are ours.
     crop_scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range
     flip_p: float = Field(0.5, ge=0.0, le=1.0)  # horizontal flip probability
     rotation_deg: float = Field(10.0, ge=0.0, le=90.0)  # uniform in [-deg, deg]
@@ -113,7 +116,7 @@ class Stage1Config(_Frozen):
     epochs: int = Field(5, ge=0)  # 0 switches stage 1 off (ablation PI)
     warmup_epochs: float = Field(1.0, ge=0.0)
     batch_size: int = Field(64, ge=2)
-    # Not given in the paper; a usual CLIP fine-tuning rate.
+    # Ours: not given in the paper; a usual CLIP fine-tuning rate.
     lr: float = Field(5e-5, gt=0.0)
     min_lr: float = Field(1e-6, ge=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -144,21 +147,27 @@ _PAPER_LR = {
 class Stage2Config(_Frozen):
     """Fine-tuning with label names (N) and descriptions (D) (Eq. 3-6)."""
 
-    epochs: int = Field(10, ge=1)  # not given in the paper
-    warmup_epochs: float = Field(1.0, ge=0.0)
+    # Ours: the paper gives stage 2's batch size (64), optimizer (AdamW) and learning rates,
+    # not its epochs, weight decay or schedule. We use 10 epochs and stage 1's schedule and
+    # decay (1 warm-up epoch, cosine to 1e-6, AdamW weight decay 0.01).
+    epochs: int = Field(10, ge=1)  # ours
+    warmup_epochs: float = Field(1.0, ge=0.0)  # ours
     batch_size: int = Field(64, ge=2)
     lr: dict[str, float] = _PAPER_LR  # per dataset, the paper's values
-    min_lr: float = Field(1e-6, ge=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
+    min_lr: float = Field(1e-6, ge=0.0)  # ours (stage 1's)
+    weight_decay: float = Field(0.01, ge=0.0)  # ours (stage 1's)
     lam: float = Field(2.0, ge=0.0)  # lambda in Eq. 6, the weight of L_IN
     weight_dn: float = Field(1.0, ge=0.0)  # weight of L_DN; 0 = ablation without D
     # "names": classes are text features of their names (N); "linear": a linear head on the
     # image feature with plain weighted CE/BCE (ablation without N and D).
     head: Literal["names", "linear"] = "names"
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # AU present when sigmoid(s) > threshold
-    logit_scale_init: float = Field(1 / 0.07, gt=0.0)  # 1/tau at the start (CLIP's)
+    # 1/tau at the start (CLIP's initial value). Ours: it overwrites the logit scale loaded
+    # with the initial weights (FaRL's / CLIP's own learned one); the paper says only that
+    # tau is learnable.
+    logit_scale_init: float = Field(1 / 0.07, gt=0.0)
     logit_scale_max: float = Field(100.0, gt=0.0)  # clamp of 1/tau, as CLIP
-    augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)
+    augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)  # ours
     # As stage 1's: batches per epoch, passing over the data again when needed.
     steps_per_epoch: int | None = Field(None, ge=1)
     eval_every_epoch: bool = False  # held-out metrics after every epoch, not just the last
@@ -305,9 +314,27 @@ def load_config(
     for text in overrides:
         tree = _deep_merge(tree, parse_override(text))
     try:
-        return ExperimentConfig.model_validate(tree)
+        cfg = ExperimentConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
+    if preset == "paper" and cfg.model.init_weights is None:
+        warn_from_scratch()
+    return cfg
+
+
+FROM_SCRATCH = (
+    "preset 'paper' without initial weights: the ViT-B/16 trains FROM SCRATCH, not from FaRL "
+    "as in the paper; give --set model.init_weights=PATH (FaRL's checkpoint; none can be "
+    "downloaded here)"
+)
+_warned: set[str] = set()
+
+
+def warn_from_scratch() -> None:
+    """One clear warning line per process (every row and command loads the config again)."""
+    if FROM_SCRATCH not in _warned:
+        _warned.add(FROM_SCRATCH)
+        logging.getLogger(__name__).warning(FROM_SCRATCH)
 
 
 def save_config(config: ExperimentConfig, path: Path) -> Path:
@@ -324,19 +351,68 @@ def read_config(path: Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: " + _format_error(err)) from None
 
 
-# Table 6's ablation rows as config overrides. PI = stage 1 runs; PA = stage 1 uses the
-# activity text (L_IA); N = classes are text features of label names; D = L_DN on descriptions.
-# Each switch changes a loss weight or the head, never a separate code path.
+# Table 6's rows as config overrides, one per row of the paper, named by the paper's
+# components. PI = stage 1 runs (L_II); PA = stage 1 also uses the activity text (L_IA);
+# N = classes are text features of label names (L_IN on the names head; without N the image
+# feature goes through a linear head with plain weighted CE/BCE, and the text tower is unused);
+# D = L_DN on the descriptions. The image encoder I is in every row. Each switch changes a
+# loss weight or the head, never a separate code path. The CLIP and FaRL rows are the same
+# training (no stage 1) from different initial weights (`ABLATION_WEIGHTS`); the CLEF rows
+# start from FaRL, as the paper's do.
+_NO_STAGE1 = ("stage1.epochs=0",)
+_NO_PA = ("stage1.weight_image_activity=0",)
+_NO_N = ("stage2.head=linear", "stage2.weight_dn=0")
+_NO_D = ("stage2.weight_dn=0",)
 ABLATIONS: dict[str, tuple[str, ...]] = {
-    "baseline": ("stage1.epochs=0", "stage2.head=linear", "stage2.weight_dn=0"),
-    "N": ("stage1.epochs=0", "stage2.weight_dn=0"),
-    "N+D": ("stage1.epochs=0",),
-    "PI+N+D": ("stage1.weight_image_activity=0",),
+    "CLIP-I": (*_NO_STAGE1, *_NO_N),
+    "CLIP-I+N": (*_NO_STAGE1, *_NO_D),
+    "CLIP-I+N+D": _NO_STAGE1,
+    "FaRL-I": (*_NO_STAGE1, *_NO_N),
+    "FaRL-I+N": (*_NO_STAGE1, *_NO_D),
+    "FaRL-I+N+D": _NO_STAGE1,
+    "PI": (*_NO_PA, *_NO_N),
+    "PA+PI": _NO_N,
+    "PI+N": (*_NO_PA, *_NO_D),
+    "PA+PI+N": _NO_D,
+    "PI+N+D": _NO_PA,
     "PA+PI+N+D": (),  # the full method
 }
+# Whose weights each row starts from in the paper: its CLIP rows from OpenAI's CLIP, the rest
+# from FaRL ("Model parameters are loaded from FaRL"). No weights file: from scratch.
+ABLATION_WEIGHTS: dict[str, Literal["CLIP", "FaRL"]] = {
+    name: "CLIP" if name.startswith("CLIP-") else "FaRL" for name in ABLATIONS
+}
+# Earlier names of the rows without stage 1 (kept so older commands and reports still read).
+ABLATION_ALIASES = {"baseline": "FaRL-I", "I": "FaRL-I", "N": "FaRL-I+N", "N+D": "FaRL-I+N+D"}
+
+
+def ablation_name(name: str) -> str:
+    """The row's canonical name (an earlier alias resolved); ConfigError if unknown."""
+    name = ABLATION_ALIASES.get(name, name)
+    if name not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {name!r}; known: all, {', '.join(ABLATIONS)}")
+    return name
+
+
+def ablation_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The rows asked for, canonical, each once, in the paper's order; "all" = every row."""
+    if "all" in names:
+        return list(ABLATIONS)
+    wanted = {ablation_name(n) for n in names}
+    return [n for n in ABLATIONS if n in wanted]
 
 
 def ablation_overrides(name: str) -> tuple[str, ...]:
-    if name not in ABLATIONS:
-        raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
-    return ABLATIONS[name]
+    return ABLATIONS[ablation_name(name)]
+
+
+def ablation_init_weights(
+    name: str, configured: Path | None, weights: dict[str, Path] | None = None
+) -> Path | None:
+    """The initial weights file of a row: `weights["clip"]` for the CLIP rows, and for the
+    others `weights["farl"]`, else the config's `model.init_weights` (which the paper's
+    preset documents as FaRL's). None = from scratch: no CLIP row ever starts from FaRL's."""
+    weights = weights or {}
+    if ABLATION_WEIGHTS[ablation_name(name)] == "CLIP":
+        return weights.get("clip")
+    return weights.get("farl", configured)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from clef_core.cache import source_size
-from clef_core.checkpoint import label_space_of, load_model
+from clef_core.checkpoint import label_space_of, load_model, read_meta
 from clef_core.config import ExperimentConfig
 from clef_core.data import load_split, model_inputs
 from clef_core.errors import ClefError
@@ -57,3 +57,56 @@ def device_or_error(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ClefError(f"--device {device} asked for, but no CUDA device is visible to torch")
     return device
+
+
+EVALUATION = "evaluation"  # a unit folder's evaluation step output: metrics.json, predictions
+
+
+def evaluate_unit(
+    cfg: ExperimentConfig,
+    checkpoint: Path,
+    dataset: str,
+    train_parts: tuple[int, ...] | None,
+    test_parts: tuple[int, ...] | None,
+    out: Path,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """The flow's evaluation step: a finished stage-2 checkpoint scored afresh on its test
+    part, written to `out` (predictions.parquet, metrics.json); returns the metrics.
+
+    With `compute.cache_decoded` the rows come from the decoded cache (the rows the shards
+    give, `clef_core.cache`), in this process; otherwise Ray Data decodes the shards."""
+    import json
+
+    from clef_core.cache import cached_split, decoded_arrays
+    from clef_core.heldout import FILE, write_held_out
+
+    if cfg.compute.cache_decoded:
+        model, meta = load_model(checkpoint, map_location=device)
+        space = label_space_of(meta)
+        if space is None:
+            raise ClefError(f"{checkpoint} is a stage-1 checkpoint: no label heads to evaluate")
+        side = source_size(model.image_size, cfg.stage1.augment, cfg.stage2.augment)
+        rows = cached_split(
+            decoded_arrays(cfg.data.shard_dir, dataset, side), test_parts,
+            "au" if space.kind == "au" else "expression",
+        )  # fmt: skip
+        batches = (
+            {k: torch.from_numpy(v[i : i + 256]) for k, v in rows.items()}
+            for i in range(0, len(rows["image"]), 256)
+        )
+        model.to(torch.device(device))
+        pred = predict(
+            model, batches, tokenizer_for(model.config), space, torch.device(device),
+            cfg.compute.precision,
+        )  # fmt: skip
+    else:
+        pred, _ = evaluate_checkpoint(cfg, checkpoint, dataset, test_parts, device)
+        space = label_space_of(read_meta(checkpoint))
+        assert space is not None  # evaluate_checkpoint refuses stage-1 checkpoints
+    metrics = write_held_out(
+        pred, space, out / FILE, cfg.data.shard_dir, dataset, train_parts, test_parts,
+        cfg.stage2.threshold,
+    )  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

@@ -74,8 +74,8 @@ TABLE6: tuple[Table6Row, ...] = (
 
 
 def components_of(ablation: str) -> frozenset[str]:
-    """Our ablation name (`clef_core.config.ABLATIONS`, e.g. "PI+N+D", "baseline") as the
-    paper's components: the image encoder I is always there; "baseline" is I alone."""
+    """Our ablation name (`clef_core.config.ABLATIONS`, e.g. "PI+N+D", "CLIP-I+N", or the
+    earlier "baseline") as the paper's components: the image encoder I is always there."""
     if ablation == "baseline":
         return frozenset({"I"})
-    return frozenset({"I", *ablation.split("+")})
+    return frozenset({"I", *ablation.split("-")[-1].split("+")})

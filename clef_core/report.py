@@ -22,6 +22,8 @@ import numpy as np
 
 from clef_core import paper, plots
 from clef_core.checkpoint import label_space_of, read_meta
+from clef_core.config import ABLATION_WEIGHTS, ablation_name
+from clef_core.errors import ConfigError
 from clef_core.experiment import UnitResult, evaluation_artifacts, summarize
 from clef_core.protocol import AU_FOLDS, PAPER
 
@@ -135,17 +137,35 @@ def fer_table(by_dataset: dict[str, list[UnitResult]]) -> list[str]:
     ]
 
 
-def _weights_source(results: list[UnitResult]) -> str:
-    """Where a run's models started: the initial weights named in its config."""
+def _paper_row(name: str) -> int | None:
+    """The index in the paper's Table 6 of our row `name` (`clef_core.config.ABLATIONS`)."""
+    try:
+        canonical = ablation_name(name)
+    except ConfigError:  # a name of an older report
+        return None
+    method = ABLATION_WEIGHTS[canonical] if "-" in canonical else "CLEF"
+    comps = paper.components_of(canonical)
+    for i, row in enumerate(paper.TABLE6):
+        if row.method == method and row.components == comps:
+            return i
+    return None
+
+
+def _weights_source(name: str, results: list[UnitResult]) -> str:
+    """Where a row's models started: "scratch" when its config names no initial weights,
+    else the source the row loads ("CLIP" or "FaRL": `config.ablation_init_weights`)."""
     for r in results:
         try:
             weights = read_meta(Path(r.checkpoint))["config"]["model"].get("init_weights")
         except Exception:  # a checkpoint moved away: the report still renders
             continue
         if not weights:
-            return "from scratch"
-        name = Path(str(weights)).name
-        return "FaRL" if "farl" in name.lower() else "CLIP" if "clip" in name.lower() else name
+            return "scratch"
+        try:
+            return ABLATION_WEIGHTS[ablation_name(name)]
+        except ConfigError:
+            stem = Path(str(weights)).name.lower()
+            return "FaRL" if "farl" in stem else "CLIP" if "clip" in stem else "file"
     return "?"
 
 
@@ -154,39 +174,34 @@ def _ours(results: list[UnitResult], dataset: str) -> dict[str, Any]:
 
 
 def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
-    """The paper's Table 6 row by row with its figures, ours beside the row of the same
-    components; then every run of ours in full (other datasets too, baselines, AUC)."""
-    sources = {name: _weights_source(rs) for name, rs in runs.items()}
-    placed: dict[int, str] = {}
-    for name in runs:
-        comps = paper.components_of(name)
-        matches = [i for i, row in enumerate(paper.TABLE6) if row.components == comps]
-        # Without stage 1 the paper has a CLIP and a FaRL row: ours goes on the one of its own
-        # weights, the FaRL one (the weights the paper's CLEF starts from) otherwise.
-        pick = [i for i in matches if paper.TABLE6[i].method == sources[name]] or [
-            i for i in matches if paper.TABLE6[i].method in ("FaRL", "CLEF")
-        ]
-        if pick:
-            placed[pick[0]] = name
+    """The paper's Table 6 row by row with its figures, ours beside the row of the same name
+    and the initial weights ours started from; then every run of ours in full (other
+    datasets too, baselines, AUC)."""
+    placed = {i: name for name in runs if (i := _paper_row(name)) is not None}
     rows = []
     for i, row in enumerate(paper.TABLE6):
-        ours = runs.get(placed.get(i, ""), [])
+        name = placed.get(i)
+        ours = runs.get(name, []) if name else []
         bp4d, rafdb = _ours(ours, "bp4d"), _ours(ours, "rafdb")
         rows.append([
             row.method, *["x" if c in row.components else "" for c in paper.COMPONENTS],
             f"{row.bp4d:.1f}", _cell(bp4d, "f1_mean", "f1_mean") if ours else "",
             f"{row.rafdb:.2f}", _cell(rafdb, "accuracy", "accuracy") if ours else "",
+            _weights_source(name, ours) if name and ours else "",
         ])  # fmt: skip
-    header = ["method", *paper.COMPONENTS, "BP4D paper", "BP4D ours", "RAF-DB paper", "RAF-DB ours"]
-    weights = sorted(set(sources.values()))
+    header = [  # RAF: RAF-DB (the table fits 80 columns)
+        "method", *paper.COMPONENTS, "BP4D paper", "BP4D ours", "RAF paper", "RAF ours", "from",
+    ]  # fmt: skip
     lines = [
         *_table(header, rows),
         "",
-        "Paper: its Table 6 (mean F1 on BP4D, accuracy on RAF-DB; real data). PA: stage 1 with "
+        "Paper: its Table 6 (mean F1 on BP4D, accuracy on RAF-DB (RAF); real data). PA: stage 1 with "
         "activity texts; PI: stage 1 with images; I: image encoder; N: label names; D: label "
         "descriptions. The paper's CLIP and FaRL rows start from those weights, its CLEF rows "
-        "from FaRL. Ours: our run of the same components (ours without stage 1 on the FaRL row "
-        f"unless it started from CLIP); our initial weights: {', '.join(weights)}.",
+        "from FaRL. Ours: our run of the row (`clef reproduce --ablation all`; rows named "
+        "CLIP-I ... FaRL-I+N+D, PI ... PA+PI+N+D); from: the initial weights ours started "
+        "from (CLIP, FaRL, or scratch: no weights file given; none can be downloaded here, "
+        "and from scratch a CLIP row and its FaRL row are the same training).",
         "",
     ]
     detail = []

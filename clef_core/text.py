@@ -209,7 +209,10 @@ def name_prompts(labels: list[int] | list[str] | tuple) -> list[str]:
 
 
 def description_prompts(labels: list[int] | list[str] | tuple, rng: random.Random) -> list[str]:
-    """One description per class, all in one template drawn for this mini-batch."""
+    """One description per class, all in one template drawn for this mini-batch.
+
+    Ours: the paper's descriptions are in its supplementary material (not here); we wrote two
+    per class and draw one of them at random per class and mini-batch."""
     template = rng.choice(DESCRIPTION_TEMPLATES)
     out = []
     for label in labels:

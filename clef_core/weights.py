@@ -1,5 +1,8 @@
 """Class weights from the training split's label frequencies.
 
+Ours: the paper has a weight w_c in Eq. 4 and 5 but does not say how it is computed; these
+formulas (and the clip to [1/10, 10]) are our choice.
+
 - Expressions (Eq. 4): w_c = N / (C * n_c), the inverse class frequency, so every class
   carries the same total weight and a balanced dataset gets all ones. Classes absent from
   the training split get weight 0 (they contribute no samples anyway).

@@ -1,5 +1,7 @@
-"""The `clef` Prefect flow: preprocess -> stage 1 -> stage 2 per dataset and fold -> evaluate
--> report, as a DAG of tasks. Thin: every task calls a library function.
+"""The `clef` Prefect flow: preprocess -> stage 1 -> stage 2 per dataset and fold -> evaluation
+-> report, as a DAG of tasks. Thin: every task calls a library function. The evaluation step
+scores each finished stage-2 checkpoint afresh on its fold's held-out part (a task of its own,
+so it reruns on a cached unit without retraining); the report shows its metrics.
 
 Parameters are checked before any work starts (preset, overrides, datasets, folds, roots), so
 a bad one fails the run in seconds with one message. When a task fails, the tasks that depend
@@ -28,7 +30,13 @@ from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, ValidationError
 
-from clef_core.config import DATASETS, ExperimentConfig, ablation_overrides
+from clef_core.config import (
+    DATASETS,
+    ExperimentConfig,
+    ablation_init_weights,
+    ablation_names,
+    ablation_overrides,
+)
 from clef_core.errors import ClefError
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit, datasets_of, plan
@@ -46,7 +54,12 @@ class ReproductionParams(BaseModel):
     overrides: list[str] = []  # config overrides, e.g. ["stage1.epochs=1"]
     datasets: list[str] | None = None  # protocols to run; None = the preset's protocol.datasets
     folds: list[int] | None = None  # fold numbers from 1; None = the preset's protocol.folds
-    ablations: list[str] = []  # Table 6 rows besides the full method: baseline, N, N+D, PI+N+D
+    # Table 6 rows besides the full method (PA+PI+N+D), by name (CLIP-I ... FaRL-I+N+D, PI,
+    # PA+PI, PI+N, PA+PI+N, PI+N+D) or "all"; `clef_core.config.ABLATIONS`.
+    ablations: list[str] = []
+    # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
+    # others from "farl" (else model.init_weights); a row without one trains from scratch.
+    weights: dict[str, Path] = {}
     synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
     roots: dict[str, Path] = {}  # real dataset roots by name; win over the synthetic ones
     data_dir: Path | None = (
@@ -114,6 +127,49 @@ def train_unit(
     return result
 
 
+_EVALUATING: dict[str, threading.Lock] = {}
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBook) -> UnitResult:
+    """The evaluation step: score a finished stage-2 unit's checkpoint afresh on its test part
+    (held-out subjects), write `<unit folder>/evaluation/` (metrics.json, predictions.parquet)
+    and log the metrics as an MLflow run of their own; the unit's result with these metrics.
+
+    Re-runnable on a finished checkpoint: a cached unit is evaluated again, not retrained
+    (an evaluation already written for it is reused; delete the folder to score it anew).
+    The training loop scores the same part at its end; the two must agree (logged)."""
+    import json
+    from dataclasses import replace
+
+    from clef_core.evaluate import EVALUATION, evaluate_unit
+
+    out = Path(trained.checkpoint).parent / EVALUATION
+    done = out / "metrics.json"
+    # Rows of the same training (a CLIP row and its FaRL row from scratch) share a folder.
+    with _EVALUATING.setdefault(str(out), threading.Lock()):
+        if done.is_file():
+            metrics = json.loads(done.read_text())
+        else:
+            metrics = evaluate_unit(
+                cfg, Path(trained.checkpoint), unit.dataset, unit.train_parts, unit.test_parts,
+                out,
+            )  # fmt: skip
+    key = "f1_mean" if "f1_mean" in metrics else "accuracy"
+    get_run_logger().info(
+        "%s evaluated: %s %.4f (the training loop's: %.4f)",
+        unit.name, key, metrics[key], trained.metrics.get(key, float("nan")),
+    )  # fmt: skip
+    tags = {"clef.unit": unit.name, "clef.step": "evaluation", "clef.key": trained.key}
+    if trained.run_id:
+        tags["clef.evaluates"] = trained.run_id
+    run_id = book.child(unit.dataset, f"{unit.name}-evaluation", tags)
+    book.tracker(run_id).log_metrics(metrics, step=0)
+    book.tracker(run_id).log_artifact(out, "evaluation")
+    book.finish(run_id)
+    return replace(trained, metrics={**trained.metrics, **metrics})
+
+
 @task(cache_policy=NO_CACHE)
 def write_report(
     runs: dict[str, list[UnitResult]], books: dict[str, RunBook], params: ReproductionParams,
@@ -141,13 +197,25 @@ def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
         extra.append(f"protocol.datasets={params.datasets}")
     if params.folds is not None:
         extra.append(f"protocol.folds={params.folds}")
+    unknown = sorted(set(params.weights) - {"clip", "farl"})
+    if unknown:
+        raise ClefError(f"weights: unknown source {', '.join(unknown)}; known: clip, farl")
+    for source, path in sorted(params.weights.items()):
+        if not Path(path).is_file():
+            raise ClefError(f"weights: the {source} weights file {path} does not exist")
+    if "farl" in params.weights:  # as the config's own: the paper preset then does not warn
+        extra.append(f"model.init_weights={params.weights['farl']}")
     out = {}
-    for name in [MAIN, *params.ablations]:
+    for name in [MAIN, *(n for n in ablation_names(params.ablations) if n != MAIN)]:
         sets = [*ablation_overrides(name), *extra]
-        out[name] = resolve_config(
+        cfg = resolve_config(
             params.preset, sets, params.data_dir or default_data_dir(), params.ray_address,
             params.mlflow_uri,
         )  # fmt: skip
+        init = ablation_init_weights(name, cfg.model.init_weights, params.weights)
+        out[name] = cfg.model_copy(
+            update={"model": cfg.model.model_copy(update={"init_weights": init})}
+        )
     return out
 
 
@@ -236,6 +304,7 @@ def clef(
     datasets: list[str] | None = None,
     folds: list[int] | None = None,
     ablations: list[str] | None = None,
+    weights: dict[str, Path] | None = None,
     synthetic: bool = True,
     roots: dict[str, Path] | None = None,
     data_dir: Path | None = None,
@@ -245,14 +314,15 @@ def clef(
 ) -> str | State:
     """Reproduce CLEF: preprocess, pre-train, fine-tune every fold, evaluate, report.
 
-    Parameters as in `ReproductionParams` (None = empty for overrides, ablations, roots).
+    Parameters as in `ReproductionParams` (None = empty for overrides, ablations, weights,
+    roots).
     """
     configure_process()  # the flow's start: a deployment's run has no CLI before it
     try:
         params = ReproductionParams(
             preset=preset, overrides=overrides or [], datasets=datasets, folds=folds,
-            ablations=ablations or [], synthetic=synthetic, roots=roots or {},
-            data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
+            ablations=ablations or [], weights=weights or {}, synthetic=synthetic,
+            roots=roots or {}, data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
             synthetic_preset=synthetic_preset,
         )  # fmt: skip
         return _reproduce(params)
@@ -313,6 +383,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
         }
         books: dict[str, RunBook] = {}
         futures: dict[str, dict[Unit, PrefectFuture]] = {}
+        scored: dict[str, dict[Unit, PrefectFuture]] = {}  # the evaluation step of stage 2
         for name, units in plans.items():
             books[name] = run_book(
                 cfgs[name], reproduction if name == MAIN else f"{reproduction}-{name}"
@@ -324,15 +395,29 @@ def _reproduce(params: ReproductionParams) -> str | State:
                     cfgs[name], unit, books[name], init, wait_for=[shards[unit.dataset]]
                 )
             futures[name] = mine
+            scored[name] = {
+                unit: evaluate.with_options(task_run_name=f"{name}:evaluate-{unit.name}").submit(
+                    cfgs[name], unit, future, books[name]
+                )
+                for unit, future in mine.items()
+                if unit.stage == 2
+            }
         every = {f"preprocess {d}": f for d, f in shards.items()} | {
             f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()
-        }
+        } | {
+            f"{name}:evaluate {unit.name}": f
+            for name, mine in scored.items() for unit, f in mine.items()
+        }  # fmt: skip
         cause = _settle(every)
         if cause is not None:
             for book in books.values():  # parents end FAILED, not RUNNING forever
                 book.close(ok=False)
             return _failed(cause)
-        runs = {name: [f.result() for f in mine.values()] for name, mine in futures.items()}
+        runs = {
+            name: [scored[name][u].result() if u in scored[name] else f.result()
+                   for u, f in mine.items()]
+            for name, mine in futures.items()
+        }  # fmt: skip
         out = main.data.data_dir / "reports" / reproduction
         report = write_report(runs, books, params, out)
     finally:

@@ -212,7 +212,20 @@ def reproduce(
     ] = None,
     ablations: Annotated[
         list[str] | None,
-        typer.Option("--ablation", help="Table 6 row: baseline, N, N+D, PI+N+D (repeatable)."),
+        typer.Option(
+            "--ablation",
+            help="Table 6 row besides the full method (repeatable), or 'all': CLIP-I, "
+            "CLIP-I+N, CLIP-I+N+D, FaRL-I, FaRL-I+N, FaRL-I+N+D, PI, PA+PI, PI+N, PA+PI+N, "
+            "PI+N+D.",
+        ),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weights",
+            help="Initial weights: clip=PATH (Table 6's CLIP rows) and farl=PATH (the rest; "
+            "default: model.init_weights). None given: from scratch (repeatable).",
+        ),
     ] = None,
     roots: Annotated[
         list[str] | None,
@@ -232,15 +245,19 @@ def reproduce(
     from flows.clef_flow import ReproductionParams, checked, clef
     from flows.console import quiet_libraries
 
-    parsed = {}
-    for item in roots or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected --root NAME=PATH, got {item!r}")
-        parsed[name] = Path(path)
+    def pairs(items: list[str] | None, option: str) -> dict[str, Path]:
+        parsed = {}
+        for item in items or []:
+            name, sep, path = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"expected {option} NAME=PATH, got {item!r}")
+            parsed[name] = Path(path)
+        return parsed
+
     params = ReproductionParams(
         preset=preset, overrides=sets or [], datasets=datasets or None, folds=folds or None,
-        ablations=ablations or [], synthetic=synthetic, roots=parsed, data_dir=data_dir,
+        ablations=ablations or [], weights=pairs(weights, "--weights"), synthetic=synthetic,
+        roots=pairs(roots, "--root"), data_dir=data_dir,
         ray_address=ray_address, mlflow_uri=mlflow_uri,
     )  # fmt: skip
     checked(params)  # a bad parameter fails here, in seconds, before Prefect and Ray start

@@ -27,7 +27,9 @@ RAFDB = LabelSpace.expressions(["surprise", "fear", "disgust", "happiness", "sad
                                 "neutral"])  # fmt: skip
 
 
-def _unit(tmp: Path, dataset: str, fold: int, space: LabelSpace, seed: int) -> UnitResult:
+def _unit(
+    tmp: Path, dataset: str, fold: int, space: LabelSpace, seed: int, init: str | None = None
+) -> UnitResult:
     """A stage-2 unit whose scores carry some signal; the last AU has no positive frame."""
     rng = np.random.default_rng(seed)
     n = 300
@@ -40,10 +42,10 @@ def _unit(tmp: Path, dataset: str, fold: int, space: LabelSpace, seed: int) -> U
         logits = rng.normal(size=(n, space.n)) + np.eye(space.n)[targets]
         scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     pred = Predictions(scores, targets, rng.normal(size=(5, 8)))  # too few rows for a t-SNE
-    checkpoint = tmp / f"s2-{dataset}-fold{fold}-{seed}" / "checkpoint"
+    checkpoint = tmp / f"s2-{dataset}-fold{fold}-{seed}-{init is not None}" / "checkpoint"
     checkpoint.mkdir(parents=True)
     meta = {"label_kind": space.kind, "labels": list(space.labels),
-            "config": {"model": {"init_weights": None}}}  # fmt: skip
+            "config": {"model": {"init_weights": init}}}  # fmt: skip
     (checkpoint / "meta.json").write_text(json.dumps(meta))
     np.savez(checkpoint / "predictions.npz", scores=scores, targets=targets, features=pred.features)
     metrics = metrics_of(pred, space, 0.5, 6 if space.kind == "fer" else None)
@@ -108,7 +110,38 @@ def test_table6_lists_the_papers_rows_with_ours_beside_the_same_components(
     # baseline (I, from scratch) on the FaRL I row; PI+N+D and the full method on theirs.
     assert set(ours) == {3, 10, 11}
     assert rows[11][9] != "" and rows[3][9] == "-"  # RAF-DB ran with the full method only
-    assert "our initial weights: from scratch" in report.read_text()
+    assert rows[3][10] == rows[11][10] == "scratch" and rows[0][10] == ""  # our start
+
+
+def test_table6_holds_every_row_of_ours_by_name_with_its_initial_weights(
+    tmp_path: Path,
+) -> None:
+    from clef_core.config import ABLATIONS
+
+    runs = {name: [_unit(tmp_path, "bp4d", 1, BP4D, i)] for i, name in enumerate(ABLATIONS)}
+    # Given weights files, a CLIP row names CLIP and a FaRL row FaRL (their config's file).
+    runs["CLIP-I+N"] = [_unit(tmp_path, "bp4d", 1, BP4D, 20, "/w/openai-b16.pt")]
+    runs["FaRL-I+N"] = [_unit(tmp_path, "bp4d", 1, BP4D, 21, "/w/weights.pt")]
+    md = write_report(runs, tmp_path / "out", synthetic=True).read_text()
+    rows = _rows(md, "method")
+    assert len(rows) == len(paper.TABLE6) == len(ABLATIONS) == 12
+    for row, name, theirs in zip(rows, ABLATIONS, paper.TABLE6, strict=True):
+        mean = runs[name][0].metrics["f1_mean"]
+        assert row[0] == theirs.method and row[7] == f"{100 * mean:.1f}"  # ours beside theirs
+        ticks = {c for c, cell in zip(paper.COMPONENTS, row[1:6], strict=True) if cell}
+        assert ticks == theirs.components == paper.components_of(name)
+    assert [r[10] for r in rows] == [
+        "scratch",
+        "CLIP",
+        "scratch",
+        "scratch",
+        "FaRL",
+        *["scratch"] * 7,
+    ]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(Markdown(md))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
 
 
 def test_terminal_rendering_fits_80_columns_without_cutting_a_number(report: Path) -> None:
