@@ -28,7 +28,6 @@ def save_checkpoint(
     epoch: int,
     space: LabelSpace | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / "model.pt")
@@ -43,7 +42,6 @@ def save_checkpoint(
         "labels": list(space.labels) if space else None,
         "head": "linear" if model.head is not None else "names",
         "config": config.model_dump(mode="json"),
-        **(extra or {}),
     }
     (directory / "meta.json").write_text(json.dumps(meta, indent=1))
     return directory

@@ -26,10 +26,7 @@ class _Frozen(BaseModel):
 
 class DataConfig(_Frozen):
     data_dir: Path = Path("data")  # shards, checkpoints, MLflow store, Prefect home live here
-    roots: dict[str, Path] = {}  # dataset name -> root of the user's copy, as released
     image_size: int = Field(224, ge=32, le=1024)  # side of the aligned face crop in the shards
-    jpeg_quality: int = Field(95, ge=50, le=100)  # JPEG quality of the stored crops
-    shard_rows: int = Field(20_000, ge=100)  # rows per Parquet file (~200 MB at 224 px)
 
     @property
     def shard_dir(self) -> Path:

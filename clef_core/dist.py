@@ -20,10 +20,6 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """cat over workers of x [n, ...] -> [W * n, ...], in rank order; identity on one worker."""
     if world_size() == 1:

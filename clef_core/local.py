@@ -30,7 +30,7 @@ from clef_core.train import (
     metrics_of,
     predict,
     pretrain_step,
-    run_epoch,
+    run_steps,
     warmup_cosine,
 )
 from clef_core.weights import au_pos_weights, expression_weights
@@ -139,17 +139,15 @@ def run_local_stage(
     step = 0
     model.train()
     for epoch in range(stage_cfg.epochs):
-        done = 0
-        while done < steps:  # an epoch of `steps` batches, reshuffling if the data is shorter
-            before = step
-            step, _ = run_epoch(
-                step_fn, _batches(train, batch, cfg.seed + 1000 * epoch + done),
-                opt, lambda s: warmup_cosine(s, total, warm, lr, stage_cfg.min_lr),
-                step, CPU, cfg.compute.precision, max_steps=steps - done, on_step=record,
-            )  # fmt: skip
-            done += step - before
-            if step == before:
-                raise ValueError(f"fewer training rows than one batch of {batch}")
+
+        def passes(k: int, done: int, epoch: int = epoch) -> Iterator[dict[str, torch.Tensor]]:
+            return _batches(train, batch, cfg.seed + 1000 * epoch + done)  # a fresh permutation
+
+        step, _ = run_steps(
+            step_fn, passes, steps, opt,
+            lambda s: warmup_cosine(s, total, warm, lr, stage_cfg.min_lr),
+            step, CPU, cfg.compute.precision, on_step=record,
+        )  # fmt: skip
     result = LocalResult(model, losses)
     if stage == 2 and test_parts is not None:
         assert space is not None

@@ -51,7 +51,7 @@ from clef_core.train import (
     metrics_of,
     predict,
     pretrain_step,
-    run_epoch,
+    run_steps,
     warmup_cosine,
 )
 from clef_core.weights import au_pos_weights, expression_weights
@@ -161,31 +161,20 @@ def train_loop(config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     for epoch in range(epoch0, stage_cfg.epochs):
-        # An epoch is `steps` batches; when a pass over the data is shorter, another pass
-        # follows (ours: as `clef_core.local` does), so the schedule's steps all happen.
-        done, passes = 0, 0
-        while done < steps:
-            batches = train_shard.iter_torch_batches(
+
+        def passes(k: int, done: int, epoch: int = epoch) -> Any:  # the k-th pass of the epoch
+            return train_shard.iter_torch_batches(
                 batch_size=config["local_batch"],
                 drop_last=True,
                 local_shuffle_buffer_size=cfg.compute.shuffle_buffer or None,
-                local_shuffle_seed=cfg.seed + 1000 * epoch + 100_000 * passes + rank,
+                local_shuffle_seed=cfg.seed + 1000 * epoch + 100_000 * k + rank,
             )
-            before = step
-            step, parts = run_epoch(
-                step_fn,
-                batches,
-                opt,
-                lambda s: warmup_cosine(s, total, warm, lr, stage_cfg.min_lr),
-                step,
-                device,
-                cfg.compute.precision,
-                max_steps=steps - done,
-                after_backward=lambda: average_gradients(model),
-            )
-            done, passes = done + step - before, passes + 1
-            if step == before:
-                raise ValueError(f"worker {rank}: fewer training rows than one batch")
+
+        step, parts = run_steps(
+            step_fn, passes, steps, opt,
+            lambda s: warmup_cosine(s, total, warm, lr, stage_cfg.min_lr),
+            step, device, cfg.compute.precision, after_backward=lambda: average_gradients(model),
+        )  # fmt: skip
         metrics: dict[str, float] = {f"train_{k}": v for k, v in parts.items()}
         metrics["epoch"] = epoch
         pred = None

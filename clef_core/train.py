@@ -21,6 +21,7 @@ from torch import nn
 from clef_core import losses
 from clef_core.augment import resize
 from clef_core.config import Stage1Config, Stage2Config
+from clef_core.errors import ClefError
 from clef_core.labels import LabelSpace
 from clef_core.metrics import accuracy, always_present_f1, au_auc, au_f1, macro_ovr_auc
 from clef_core.model import ClefModel
@@ -208,6 +209,45 @@ def run_epoch(
         if on_step is not None:
             on_step(step, parts)
     return step, {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def run_steps(
+    step_fn: StepFn,
+    passes: Callable[[int, int], Iterable[dict[str, torch.Tensor]]],
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    lr_at: Callable[[int], float],
+    step: int,
+    device: torch.device,
+    precision: str = "auto",
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
+) -> tuple[int, dict[str, float]]:
+    """One epoch: exactly `steps` optimiser steps (`run_epoch` each pass).
+
+    `passes(k, done)` gives the k-th pass over the training data (`done`: steps taken so far
+    in this epoch; either may seed its shuffle). When a pass ends before `steps`, another one
+    follows (ours), so the learning-rate schedule, which counts `steps` per epoch, runs whole.
+    Returns the global step after the epoch and each loss part's mean over its steps.
+    """
+    sums: dict[str, float] = {}
+    done = k = 0
+    while done < steps:
+        before = step
+        step, means = run_epoch(
+            step_fn, passes(k, done), optimizer, lr_at, step, device, precision,
+            max_steps=steps - done, on_step=on_step, after_backward=after_backward,
+        )  # fmt: skip
+        taken = step - before
+        if taken == 0:
+            raise ClefError(
+                "a pass over the training data gave no full batch: fewer training rows than "
+                "one batch (lower the stage's batch_size, or check the fold's parts)"
+            )
+        for key, value in means.items():
+            sums[key] = sums.get(key, 0.0) + value * taken
+        done, k = done + taken, k + 1
+    return step, {key: value / done for key, value in sums.items()}
 
 
 @dataclass

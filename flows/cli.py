@@ -16,6 +16,7 @@ from rich.console import Console
 from clef_core import __version__
 from clef_core.errors import ClefError
 from flows import cli_predict, cli_train
+from flows.console import print_table, verbose_argument_first
 
 app = typer.Typer(
     name="clef",
@@ -28,6 +29,25 @@ config_app = typer.Typer(help="Show resolved experiment configs.", no_args_is_he
 app.add_typer(config_app, name="config")
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show the libraries' own log lines (Ray, Ray Data, Prefect, MLflow) on the "
+            "console too; they always go to <data dir>/logs/clef.log. Accepted after the "
+            "command as well.",
+        ),
+    ] = False,
+) -> None:
+    """CLEF facial-behaviour pipeline: synthetic data, preprocessing, training, prediction."""
+    from flows.console import set_verbose
+
+    set_verbose(verbose)
+
 
 SetOption = Annotated[
     list[str] | None,
@@ -129,7 +149,7 @@ def synth(
             f"{s.seconds:.1f}",
             f"{rate:.0f}",
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @app.command()
@@ -158,6 +178,7 @@ def preprocess(
     ] = True,
 ) -> None:
     """Extract and align faces from a dataset into Parquet shards (resumable, distributed with Ray)."""
+    from flows.console import quiet_libraries
     from flows.preprocess import preprocess_dataset
     from preprocessing.pipeline import PreprocessOptions
 
@@ -169,6 +190,7 @@ def preprocess(
         force=force,
         reduce_decode=reduce_decode,
     )
+    quiet_libraries(out.resolve().parent / "logs" / "clef.log", prefect=False)  # <data>/shards
     manifest = preprocess_dataset(opts, ray_address, console)
     failed = len(manifest["failed_sequences"]) + manifest["unreadable"]
     if failed:  # the shards of every good input are written; exit 1 says some input was bad
@@ -334,7 +356,7 @@ def main() -> None:
 
     configure_process()
     try:
-        app()
+        app(args=verbose_argument_first(sys.argv[1:]))
     except ClefError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_ARGUMENT)

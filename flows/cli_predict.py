@@ -44,8 +44,10 @@ def predict(
     from clef_core.evaluate import device_or_error
     from clef_core.predict import Predictor
     from clef_core.runtime import default_data_dir, default_tracking_uri
+    from flows.console import print_table, quiet_libraries
     from flows.predict import expand, plot_item, predict_item
 
+    quiet_libraries(default_data_dir() / "logs" / "clef.log", ray=False, prefect=False)
     uri = mlflow_uri or default_tracking_uri(default_data_dir())
     set_cpu_threads()
     predictor = Predictor.from_uri(model, device_or_error(device), batch_size, labels or None, uri)
@@ -78,7 +80,7 @@ def predict(
             str(r.table or "-"),
             note,
         )
-    console.print(table)
+    print_table(console, table)
     if failed:  # every good input's table is written; exit 1 says some input was bad
         console.print(f"[red]{failed} input(s) could not be read[/] (listed above)")
         sys.exit(1)

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flows.console import print_table, quiet_libraries
+
 console = Console()
 
 Preset = Annotated[str, typer.Option(help="Config preset: default, paper, cpu-tiny.")]
@@ -54,6 +56,7 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
     )
 
     cfg = resolve_config(preset, sets or [], data_dir, ray_address, mlflow_uri)
+    quiet_libraries(cfg.data.data_dir / "logs" / "clef.log", prefect=False)
     units = units_of(cfg)
     for unit in units:  # every input there (shards of each dataset) before Ray starts
         key_of(cfg, unit)
@@ -68,7 +71,7 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
         close_book(book, results, ok=len(results) == len(units))
         if started:
             ray.shutdown()
-    console.print(results_table(results, title))
+    print_table(console, results_table(results, title))
     for r in results:  # paths wrap rather than being cut, so outside the table
         console.print(f"{r.unit}: {Path(r.checkpoint).parent}", soft_wrap=True)
     _show_mlflow(book.uri, cfg.tracking.experiment_prefix)
@@ -157,6 +160,7 @@ def evaluate(
     from flows.train import au_metrics_table, resolve_config
 
     cfg = resolve_config(preset, sets or [], data_dir, ray_address)
+    quiet_libraries(cfg.data.data_dir / "logs" / "clef.log", prefect=False)
     unit = stage2_unit(dataset, fold, cfg.stage1.epochs > 0)
     if checkpoint is None:
         done = cached_result(cfg, unit)
@@ -185,7 +189,7 @@ def evaluate(
         unit.test_parts, cfg.stage2.threshold,
     )  # fmt: skip
     if space.kind == "au":
-        console.print(au_metrics_table(metrics, list(space.labels), title))
+        print_table(console, au_metrics_table(metrics, list(space.labels), title))
     else:
         majority = read_predictions(table_path)[2]["majority_class"]
         table = Table(title=title)
@@ -196,7 +200,7 @@ def evaluate(
         table.caption = (
             f"accuracy_baseline: always {space.labels[majority]!r}, the training majority"
         )
-        console.print(table)
+        print_table(console, table)
     console.print("plots: " + ", ".join(str(p) for p in paths))
     console.print(f"predictions: {table_path}")
 
@@ -243,7 +247,6 @@ def reproduce(
 ) -> None:
     """Run the whole `clef` Prefect flow in this process (no server needed), print the report."""
     from flows.clef_flow import ReproductionParams, checked, clef
-    from flows.console import quiet_libraries
 
     def pairs(items: list[str] | None, option: str) -> dict[str, Path]:
         parsed = {}

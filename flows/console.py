@@ -1,10 +1,16 @@
-"""A readable console for long runs: library chatter to a log file, the DAG's progress kept.
+"""A readable console for the `clef` commands: library chatter to a log file, tables uncut.
 
-Prefect (temporary server start, its documentation links) and Ray (instance start) log at INFO
-on the console by default, between our progress bars and tables. `quiet_libraries` sends those
-lines to a file and keeps on the console what a user follows: the flow's and tasks' own lines
-(Prefect's `prefect.flow_runs` / `prefect.task_runs` loggers: what each step did, its state),
-and every warning and error. Prefect's API handler is not touched: the UI keeps every line.
+Prefect (temporary server start, its documentation links), Ray (instance start) and Ray Data
+log at INFO on the console by default, between our progress bars and tables. Every command
+that starts them calls `quiet_libraries`, which sends those lines to a file and keeps on the
+console what a user follows: the flow's and tasks' own lines (Prefect's `prefect.flow_runs` /
+`prefect.task_runs` loggers: what each step did, its state), and every warning and error.
+`clef --verbose` (the CLI's switch) keeps them all on the console too. Prefect's API handler
+is not touched: the UI keeps every line.
+
+`print_table`: rich lays a table out to the console's width, which is 80 columns whenever
+the output is not a terminal (a pipe, `make demo | tee`, a CI log): cells then end in "…".
+There a table is printed at its natural width instead.
 """
 
 from __future__ import annotations
@@ -12,8 +18,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from rich.console import Console, RenderableType
+
 # Loggers whose INFO lines are the run's own progress (ours, through `get_run_logger`).
 KEPT = ("prefect.flow_runs", "prefect.task_runs")
+
+WIDE = 200  # columns a table may take when the output is not a terminal
+_state: dict[str, object] = {"verbose": False, "file": None}
+
+
+def set_verbose(verbose: bool) -> None:
+    """`clef --verbose`: library log lines stay on the console (and still go to the file)."""
+    _state["verbose"] = verbose
 
 
 class _ConsoleFilter(logging.Filter):
@@ -21,22 +37,54 @@ class _ConsoleFilter(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.startswith(KEPT)
 
 
-def quiet_libraries(log_file: Path) -> Path:
-    """Route Prefect's and Ray's own INFO lines to `log_file` (appended); returns it."""
-    import ray  # noqa: F401  (sets up Ray's "ray" logger, which this adjusts)
-    from prefect.logging.configuration import ensure_logging_setup
+def quiet_libraries(log_file: Path, ray: bool = True, prefect: bool = True) -> Path:
+    """Route the libraries' INFO lines to `log_file` (appended; a later call moves them to
+    its own file); returns it. `ray` / `prefect`: set up (import) those libraries' loggers
+    first, for commands that use them (a later import would install its handlers anew)."""
+    if ray:
+        import ray as _ray  # noqa: F401  (sets up Ray's "ray" logger, which this adjusts)
+    if prefect:
+        from prefect.logging.configuration import ensure_logging_setup
 
-    ensure_logging_setup()  # Prefect's handlers, which this adjusts
+        ensure_logging_setup()  # Prefect's handlers, which this adjusts
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(log_file)
     to_file.setLevel(logging.INFO)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    previous = _state["file"]
     for name in ("", "ray"):  # root (where Prefect's loggers end) and Ray's own
         logger = logging.getLogger(name)
+        if isinstance(previous, logging.Handler) and previous in logger.handlers:
+            logger.removeHandler(previous)
         for handler in logger.handlers:
-            if type(handler) is not logging.FileHandler:
+            filtered = any(isinstance(f, _ConsoleFilter) for f in handler.filters)
+            if type(handler) is not logging.FileHandler and not filtered and not _state["verbose"]:
                 handler.addFilter(_ConsoleFilter())
-        if to_file not in logger.handlers:
-            logger.addHandler(to_file)
+        logger.addHandler(to_file)
+    if isinstance(previous, logging.Handler):
+        previous.close()
+    _state["file"] = to_file
     return log_file
+
+
+def print_table(console: Console, table: RenderableType) -> None:
+    """Print `table` whole: at the terminal's width on a terminal, else at its natural width
+    (never the 80-column default of a pipe, which cuts cells)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    # A table takes no more than its natural width, so a wide allowance changes nothing else
+    # (Console.print's own `width` cannot exceed the console's).
+    wide = Console(file=console.file, width=max(console.width, WIDE), no_color=console.no_color)
+    wide.print(table)
+
+
+def verbose_argument_first(argv: list[str]) -> list[str]:
+    """`clef finetune ... --verbose` as `clef --verbose finetune ...`: the switch is the CLI's,
+    accepted anywhere before a `--` (after it, arguments belong to the command run)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--verbose"]
+    if len(head) == end:
+        return argv
+    return ["--verbose", *head, *argv[end:]]

@@ -7,6 +7,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from flows.console import print_table
 from preprocessing.distributed import run_sequences
 from preprocessing.pipeline import PreprocessOptions, finish, plan
 
@@ -35,7 +36,7 @@ def preprocess_dataset(opts: PreprocessOptions, ray_address: str | None, console
         f"{seconds:.1f}",
         f"{frames / max(seconds, 1e-9):.0f}",
     )
-    console.print(table)
+    print_table(console, table)
     bad = manifest["failed_sequences"] + manifest["unreadable_examples"]
     for message in bad[:10]:
         console.print(f"[red]unreadable:[/] {message}", highlight=False)

@@ -85,3 +85,23 @@ def test_a_bug_exits_3_with_its_traceback() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 3, out.stdout + out.stderr
     assert "Traceback" in out.stderr and "TypeError: an injected programming error" in out.stderr
+
+
+def test_tables_are_not_cut_when_the_output_is_not_a_terminal(tmp_path: Path) -> None:
+    """Piped output (no COLUMNS): rich would lay tables out in 80 columns and cut cells."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"NO_COLOR": "1"}
+    out = subprocess.run(
+        [*CLEF, "synth", "--preset", "test", "--datasets", "videos", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout and "frames/s" in out.stdout, out.stdout
+
+
+def test_verbose_is_accepted_after_the_command() -> None:
+    from flows.console import verbose_argument_first
+
+    assert verbose_argument_first(["finetune", "--dataset", "bp4d", "--verbose"]) == [
+        "--verbose", "finetune", "--dataset", "bp4d"]  # fmt: skip
+    assert verbose_argument_first(["submit", "--", "finetune", "--verbose"]) == [
+        "submit", "--", "finetune", "--verbose"]  # fmt: skip

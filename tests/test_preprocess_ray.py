@@ -71,6 +71,9 @@ def test_cli_runs_on_ray_and_prints_a_summary(
     stop_ray_under(ray_tmp)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "frames/s" in out.stdout and "faces %" in out.stdout
+    # Ray's own INFO lines go to <data dir>/logs/clef.log, not between the bar and the table.
+    assert "Started a local Ray instance" not in out.stdout + out.stderr
+    assert "Started a local Ray instance" in (tmp_path / "logs" / "clef.log").read_text()
     n_truth = pq.read_metadata(synth_root / "truth/bp4d_plus.parquet").num_rows
     rows = sum(
         pq.read_metadata(p).num_rows for p in (tmp_path / "shards/bp4d_plus").glob("*.parquet")
