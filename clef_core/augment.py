@@ -38,6 +38,16 @@ def _smooth_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
+def batch_generator(seed: int, epoch: int, rank: int, index: int) -> torch.Generator:
+    """The augmentation randomness of one training batch: a generator seeded from (config
+    seed, epoch, worker rank, batch index in the epoch), mixed by numpy's SeedSequence. So a
+    batch is augmented anew every epoch and on every worker, and the same batch of the same
+    run is augmented alike wherever it is trained, a resumed run included (ours)."""
+    words = [v % 2**64 for v in (seed, epoch, rank, index)]
+    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
 def _random_affines(b: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """[B, 2, 3] affine_grid matrices: output coords -> input coords (normalised [-1, 1])."""
     lo, hi = cfg.crop_scale

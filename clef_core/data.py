@@ -1,7 +1,8 @@
 """Ray Data: shards -> decoded, augmented batches for Ray Train workers, streamed.
 
 `load_split` reads a dataset's Parquet shards lazily and keeps the rows of the wanted fold
-parts (and, for stage 2, rows with at least one known label); `decode_batches` turns JPEG
+parts (rows with at least one known label for stage 2 and BP4D's stage 1; for BP4D+'s stage
+1, the activity sample `clef_core.selection` chose); `decode_batches` turns JPEG
 bytes into model-sized tensors (two augmented views for stage 1) in `map_batches`, so decoding
 runs in parallel Ray tasks and is never materialised. Workers read their share with
 `ray.train.get_dataset_shard(name).iter_torch_batches(...)`.

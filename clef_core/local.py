@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clef_core.augment import model_views
+from clef_core.augment import batch_generator, model_views
 from clef_core.cache import cached_split, decoded_arrays, read_manifest, source_size
 from clef_core.config import ExperimentConfig
 from clef_core.labels import LabelSpace
@@ -120,10 +120,12 @@ def run_local_stage(
     total, warm = steps * stage_cfg.epochs, int(stage_cfg.warmup_epochs * steps)
     tok = tokenizer_for(cfg.model)
     rng = random.Random(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    at = [0, 0]  # the epoch and the index of the next batch in it (augment.batch_generator)
     losses: list[float] = []
 
     def step_fn(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        gen = batch_generator(cfg.seed, at[0], 0, at[1])  # as the Ray loop's worker 0
+        at[1] += 1
         if stage == 1:
             views = model_views(b, size, 2, cfg.stage1.augment, gen)
             return pretrain_step(model, views, tok, activities, cfg.stage1, rng)
@@ -139,6 +141,7 @@ def run_local_stage(
     step = 0
     model.train()
     for epoch in range(stage_cfg.epochs):
+        at[:] = [epoch, 0]  # the batch index counts across the epoch's passes
 
         def passes(k: int, done: int, epoch: int = epoch) -> Iterator[dict[str, torch.Tensor]]:
             return _batches(train, batch, cfg.seed + 1000 * epoch + done)  # a fresh permutation

@@ -108,8 +108,10 @@ def _config_part(cfg: ExperimentConfig, unit: Unit) -> dict[str, Any]:
 # Bumped when a code change alters what a unit trains with the same settings (2: an epoch of
 # steps_per_epoch batches passes over the data again instead of stopping after one pass; 3:
 # stage 1 reads BP4D's coded frames only and samples BP4D+ up to a cap per activity,
-# `clef_core.selection`), so a cached result of the older code is trained again, not reused.
-TRAINING_VERSION = 3
+# `clef_core.selection`; 4: each batch's augmentation is seeded by its (seed, epoch, worker
+# rank, batch index), `augment.batch_generator`), so a cached result of the older code is
+# trained again, not reused.
+TRAINING_VERSION = 4
 
 
 def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, Any]]) -> str:

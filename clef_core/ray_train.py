@@ -23,7 +23,7 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
-from clef_core.augment import model_views
+from clef_core.augment import batch_generator, model_views
 from clef_core.cache import (
     cached_split,
     decoded_arrays,
@@ -147,11 +147,14 @@ def train_loop(config: dict[str, Any]) -> None:
     weights = torch.tensor(config["weights"], device=device) if config.get("weights") else None
     tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"))
 
-    # Augmentation runs here, on the worker's device (the pipeline delivers uint8 images).
-    gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank + 104729 * epoch0)
+    # Augmentation runs here, on the worker's device (the pipeline delivers uint8 images),
+    # with each batch's own randomness: (seed, epoch, rank, batch index), `batch_generator`.
     size = cfg.model.image_size
+    at = [epoch0, 0]  # the epoch and the index of the next batch in it
 
     def step_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        gen = batch_generator(cfg.seed, at[0], rank, at[1])
+        at[1] += 1
         if job.stage == 1:
             views = model_views(batch, size, 2, cfg.stage1.augment, gen)
             return pretrain_step(model, views, tok, activities, cfg.stage1, rng, gather_with_grad)
@@ -161,6 +164,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     for epoch in range(epoch0, stage_cfg.epochs):
+        at[:] = [epoch, 0]  # the batch index counts across the epoch's passes
 
         def passes(k: int, done: int, epoch: int = epoch) -> Any:  # the k-th pass of the epoch
             return train_shard.iter_torch_batches(

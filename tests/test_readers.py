@@ -87,7 +87,7 @@ def test_label_frames_must_name_the_image_files(synth_root: Path, tmp_path: Path
     assert len(partial) == 1, partial
     gone = len(frames) - len(frames) // 2
     assert f"found {gone} of {len(frames)} label rows" in partial[0]
-    assert "naming no image file" in partial[0]
+    assert "name frames that do not exist" in partial[0]
     for item in items:  # the rows that name a file label it, with that row's own values
         assert item.au == original.get(item.frame - shift, [-1] * 12)
     assert sum(item.frame - shift in original for item in items) == len(frames) // 2

@@ -177,7 +177,7 @@ class BP4DReader(Reader):
             return {}
         self.issues.add(
             f"{path}: {expected}; found {len(orphans)} of {len(labels)} label rows ({found}) "
-            f"naming no image file (first: {orphans[0]}): those rows are not used"
+            f"that name frames that do not exist (first: {orphans[0]}): those rows are not used"
         )
         return labels
 
