@@ -159,10 +159,17 @@ def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBo
         "%s evaluated: %s %.4f (the training loop's: %.4f)",
         unit.name, key, metrics[key], trained.metrics.get(key, float("nan")),
     )  # fmt: skip
-    tags = {"clef.unit": unit.name, "clef.step": "evaluation", "clef.key": trained.key}
-    if trained.run_id:
-        tags["clef.evaluates"] = trained.run_id
-    run_id = book.child(unit.dataset, f"{unit.name}-evaluation", tags)
+    # Nested under the training run it scores (not beside the units under the parent run:
+    # a parent's children stay its units), in the reproduction that evaluated it.
+    tags = {
+        "clef.evaluation_of": unit.name, "clef.step": "evaluation", "clef.key": trained.key,
+        "clef.reproduction": book.reproduction,
+        "mlflow.parentRunId": trained.run_id or book.parent(unit.dataset),
+    }  # fmt: skip
+    run = book.client.create_run(
+        book.experiment_id(unit.dataset), run_name=f"{unit.name}-evaluation", tags=tags
+    )
+    run_id = str(run.info.run_id)
     book.tracker(run_id).log_metrics(metrics, step=0)
     book.tracker(run_id).log_artifact(out, "evaluation")
     book.finish(run_id)
