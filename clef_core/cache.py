@@ -141,7 +141,10 @@ def decoded_arrays(shard_dir: Path, dataset: str, side: int) -> dict[str, np.nda
     width = max((len(a) for a in au), default=0)
     arrays = {
         "image": np.concatenate(decoded) if decoded else np.zeros((0, side, side, 3), np.uint8),
-        "au": np.array([a if len(a) else [-1] * width for a in au], np.int8).reshape(-1, width),
+        # len(au) rows, not -1: an expression dataset has width 0, where -1 is ambiguous
+        "au": np.array([a if len(a) else [-1] * width for a in au], np.int8).reshape(
+            len(au), width
+        ),
         "expression": np.asarray(table["expression"].to_pylist(), np.int64),
         "part": np.asarray(table["part"].to_pylist(), np.int8),
         "dataset": np.asarray(table["dataset"].to_pylist(), str),

@@ -229,6 +229,30 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
     ]
 
 
+def zeroshot_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The zero-shot experiments (`clef_core.zeroshot`): accuracy on classes never trained
+    on, beside chance and the largest tested class's share."""
+    body = [
+        [r["experiment"], str(r["frames"]), _pct(r["accuracy"]), _pct(r["chance"]),
+         _pct(r["largest_class"]), _cell(r, "auc_macro", "auc_macro", auc=True)]
+        for r in rows
+    ]  # fmt: skip
+    lines = _table(["experiment", "frames", "accuracy", "chance", "largest", "AUC"], body)
+    lines.append("")
+    for r in rows:
+        lines.append(
+            f"{r['experiment']}: trained on {r['trained_on']}; tested on {r['tested_on']}."
+        )
+        lines.append("")
+    return lines + [
+        "Accuracy (%): arg-max over the tested classes' name features (\"a photo of a person "
+        'with {name}."), none of them trained on. Chance: 1 / tested classes. Largest: the '
+        "share of the most frequent tested class (the best constant answer; it uses the test "
+        "labels). AUC: macro one-vs-rest ROC-AUC. Ours: the paper reports no zero-shot figure; "
+        "stage 2 only, one seed, one split (clef_core/zeroshot.py).",
+    ]
+
+
 def _figures(dataset: str, results: list[UnitResult], out: Path) -> list[Path]:
     """Per-AU mean F1 bars (AU datasets) and the t-SNE of the first fold's features."""
     first = min(results, key=lambda r: r.fold or 0)
@@ -258,10 +282,16 @@ def _figures(dataset: str, results: list[UnitResult], out: Path) -> list[Path]:
     return figures
 
 
-def write_report(runs: dict[str, list[UnitResult]], out: Path, synthetic: bool) -> Path:
-    """report.md, report.html and results.json under `out`; returns report.md's path."""
+def write_report(
+    runs: dict[str, list[UnitResult]],
+    out: Path,
+    synthetic: bool,
+    zeroshot: list[dict[str, Any]] | None = None,
+) -> Path:
+    """report.md, report.html and results.json under `out`; returns report.md's path.
+    `zeroshot`: the zero-shot experiments' results (`ZeroShotResult.as_dict`), when run."""
     out.mkdir(parents=True, exist_ok=True)
-    main = [r for r in runs[MAIN] if r.stage == 2]
+    main = [r for r in runs.get(MAIN, []) if r.stage == 2]
     by_dataset: dict[str, list[UnitResult]] = {}
     for r in main:
         by_dataset.setdefault(r.dataset, []).append(r)
@@ -282,12 +312,14 @@ def write_report(runs: dict[str, list[UnitResult]], out: Path, synthetic: bool) 
     if len(runs) > 1 or {"bp4d", "rafdb"} & set(by_dataset):
         title = "## Table 6: key components (paper) and our runs"
         lines += [title, "", *ablation_table(runs), ""]
+    if zeroshot:
+        lines += ["## Zero-shot: classes never trained on", "", *zeroshot_table(zeroshot), ""]
     markdown = "\n".join(lines)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_html(markdown, figures))
     dumped = {name: [asdict(r) for r in rs] for name, rs in runs.items()}
     (out / "results.json").write_text(
-        json.dumps({"synthetic": synthetic, "runs": dumped}, indent=1)
+        json.dumps({"synthetic": synthetic, "runs": dumped, "zeroshot": zeroshot}, indent=1)
     )
     (out.parent / "latest").write_text(out.name)
     return out / "report.md"
@@ -353,4 +385,4 @@ def rewrite(folder: Path) -> Path:
     """Re-render a report from its results.json (`clef report`)."""
     data = json.loads((folder / "results.json").read_text())
     runs = {name: [UnitResult(**r) for r in rs] for name, rs in data["runs"].items()}
-    return write_report(runs, folder, synthetic=data["synthetic"])
+    return write_report(runs, folder, data["synthetic"], data.get("zeroshot"))

@@ -60,6 +60,9 @@ class ReproductionParams(BaseModel):
     # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
     # others from "farl" (else model.init_weights); a row without one trains from scratch.
     weights: dict[str, Path] = {}
+    # The zero-shot experiments too (clef_core.zeroshot: unseen RAF-DB expressions; BP4D AUs
+    # -> RAF-DB expressions), with the full method's config; their table goes in the report.
+    zeroshot: bool = False
     synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
     roots: dict[str, Path] = {}  # real dataset roots by name; win over the synthetic ones
     data_dir: Path | None = (
@@ -160,26 +163,69 @@ def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBo
         "%s evaluated: %s %.4f (the training loop's: %.4f)",
         unit.name, key, metrics[key], trained.metrics.get(key, float("nan")),
     )  # fmt: skip
-    tags = {"clef.unit": unit.name, "clef.step": "evaluation", "clef.key": trained.key}
-    if trained.run_id:
-        tags["clef.evaluates"] = trained.run_id
-    run_id = book.child(unit.dataset, f"{unit.name}-evaluation", tags)
+    # Nested under the training run it scores (not beside the units under the parent run:
+    # a parent's children stay its units), in the reproduction that evaluated it.
+    tags = {
+        "clef.evaluation_of": unit.name, "clef.step": "evaluation", "clef.key": trained.key,
+        "clef.reproduction": book.reproduction,
+        "mlflow.parentRunId": trained.run_id or book.parent(unit.dataset),
+    }  # fmt: skip
+    run = book.client.create_run(
+        book.experiment_id(unit.dataset), run_name=f"{unit.name}-evaluation", tags=tags
+    )
+    run_id = str(run.info.run_id)
     book.tracker(run_id).log_metrics(metrics, step=0)
     book.tracker(run_id).log_artifact(out, "evaluation")
     book.finish(run_id)
     return replace(trained, metrics={**trained.metrics, **metrics})
 
 
+def record_zeroshot(book: RunBook, results: list[Any], out: Path) -> Path:
+    """`out/zeroshot.md` and one MLflow run per zero-shot experiment (experiment
+    `<prefix>-zeroshot`, under the reproduction's parent run there); returns the markdown."""
+    from clef_core.report import zeroshot_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "zeroshot.md"
+    md.write_text("\n".join(zeroshot_table([r.as_dict() for r in results])) + "\n")
+    for r in results:
+        run_id = book.child("zeroshot", r.experiment, {"clef.zeroshot": r.experiment})
+        tracker = book.tracker(run_id)
+        tracker.log_params({"trained_on": r.trained_on, "tested_on": r.tested_on})
+        numbers = {k: float(getattr(r, k)) for k in ("accuracy", "chance", "largest_class")}
+        numbers["frames"] = float(r.frames)
+        if r.auc_macro == r.auc_macro:  # not NaN
+            numbers["auc_macro"] = float(r.auc_macro)
+        tracker.log_metrics(numbers, step=0)
+        tracker.log_artifact(md)
+        book.finish(run_id)
+    book.close()
+    return md
+
+
+@task(cache_policy=NO_CACHE)
+def zeroshot(cfg: ExperimentConfig, book: RunBook, out: Path) -> list[dict[str, Any]]:
+    """The zero-shot experiments on the driver (`clef_core.zeroshot`), recorded in MLflow."""
+    from clef_core.zeroshot import run_zeroshot
+
+    results = run_zeroshot(cfg)
+    record_zeroshot(book, results, out)
+    for r in results:
+        get_run_logger().info("zero-shot %s: accuracy %.3f (chance %.3f)", r.experiment,
+                              r.accuracy, r.chance)  # fmt: skip
+    return [r.as_dict() for r in results]
+
+
 @task(cache_policy=NO_CACHE)
 def write_report(
     runs: dict[str, list[UnitResult]], books: dict[str, RunBook], params: ReproductionParams,
-    out: Path,
+    out: Path, zeroshot: list[dict[str, Any]] | None = None,
 ) -> Path:  # fmt: skip
     """The results tables beside the paper's, as markdown + HTML, logged to every parent run."""
     from clef_core.report import write_report as write
     from flows.train import close_book
 
-    path = write(runs, out, synthetic=params.synthetic and not params.roots)
+    path = write(runs, out, params.synthetic and not params.roots, zeroshot)
     for name, book in books.items():
         for run_id in book.parents().values():
             book.tracker(run_id).log_artifact(path.parent, "report")
@@ -246,8 +292,13 @@ def checked(
     the configs (preset, overrides, datasets, folds), their plans and the real roots."""
     cfgs = configs(params)
     plans = {name: plan(cfg) for name, cfg in cfgs.items()}
+    return cfgs, plans, check_roots(params, needed_datasets(params, plans))
+
+
+def needed_datasets(params: ReproductionParams, plans: dict[str, list[Unit]]) -> set[str]:
+    """The datasets the plans train on, and those the zero-shot experiments read."""
     needed = set().union(*(datasets_of(units) for units in plans.values()))
-    return cfgs, plans, check_roots(params, needed)
+    return needed | ({"bp4d", "rafdb"} if params.zeroshot else set())
 
 
 def _settle(futures: dict[str, PrefectFuture]) -> str | None:
@@ -305,6 +356,7 @@ def clef(
     folds: list[int] | None = None,
     ablations: list[str] | None = None,
     weights: dict[str, Path] | None = None,
+    zeroshot: bool = False,
     synthetic: bool = True,
     roots: dict[str, Path] | None = None,
     data_dir: Path | None = None,
@@ -321,7 +373,8 @@ def clef(
     try:
         params = ReproductionParams(
             preset=preset, overrides=overrides or [], datasets=datasets, folds=folds,
-            ablations=ablations or [], weights=weights or {}, synthetic=synthetic,
+            ablations=ablations or [], weights=weights or {}, zeroshot=zeroshot,
+            synthetic=synthetic,
             roots=roots or {}, data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
             synthetic_preset=synthetic_preset,
         )  # fmt: skip
@@ -368,7 +421,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
 
     cfgs, plans, roots = checked(params)
     main = cfgs[MAIN]
-    needed = set().union(*(datasets_of(units) for units in plans.values()))
+    needed = needed_datasets(params, plans)
     reproduction = new_reproduction_id()
     started = init_ray(main.compute.ray_address)
     try:
@@ -402,12 +455,19 @@ def _reproduce(params: ReproductionParams) -> str | State:
                 for unit, future in mine.items()
                 if unit.stage == 2
             }
+        zs = None
+        if params.zeroshot:
+            zs = zeroshot.submit(
+                main, run_book(main, f"{reproduction}-zeroshot"),
+                main.data.data_dir / "reports" / reproduction,
+                wait_for=[shards["bp4d"], shards["rafdb"]],
+            )  # fmt: skip
         every = {f"preprocess {d}": f for d, f in shards.items()} | {
             f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()
         } | {
             f"{name}:evaluate {unit.name}": f
             for name, mine in scored.items() for unit, f in mine.items()
-        }  # fmt: skip
+        } | ({"zero-shot": zs} if zs is not None else {})  # fmt: skip
         cause = _settle(every)
         if cause is not None:
             for book in books.values():  # parents end FAILED, not RUNNING forever
@@ -419,7 +479,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
             for name, mine in futures.items()
         }  # fmt: skip
         out = main.data.data_dir / "reports" / reproduction
-        report = write_report(runs, books, params, out)
+        report = write_report(runs, books, params, out, zs.result() if zs else None)
     finally:
         if started:
             ray.shutdown()

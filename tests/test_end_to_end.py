@@ -256,9 +256,10 @@ def test_failing_deployment_runs_say_why(stack: Stack, tmp_path: Path) -> None:
     tasks = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
     states = {t["name"]: (t["state"]["type"], t["state"]["message"]) for t in tasks}
     assert states["preprocess-bp4d"][0] == "FAILED"
-    # Stage 1 and stage 2 (which keeps Prefect's default name: its inputs never resolved).
+    # Stage 1, stage 2 and its evaluation (the last two keep Prefect's default names: their
+    # inputs never resolved).
     downstream = {n: s for n, s in states.items() if n != "preprocess-bp4d"}
-    assert len(downstream) == 2 and f"{MAIN}:s1-bp4d-fold1" in downstream, states
+    assert len(downstream) == 3 and f"{MAIN}:s1-bp4d-fold1" in downstream, states
     assert all(t == "CANCELLED" and message in m for t, m in downstream.values()), downstream
 
 
