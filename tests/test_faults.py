@@ -284,3 +284,35 @@ def test_a_truncated_checkpoint_is_retrained_once_by_two_runs(
     assert cached_result(cfg, unit) is not None  # whole again
     folder = unit_dir(cfg, unit, trained[0].key)
     assert (folder / "result.damaged.json").is_file()
+
+
+def test_a_unit_lock_held_by_another_process_is_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-unit lock across processes (what two `clef reproduce` runs meet): the second
+    waits, says for whom, and goes on only once the first let go; a killed holder frees it."""
+    from clef_core.experiment import unit_lock
+
+    folder = tmp_path / "runs" / "s1-bp4d-fold1-abc"
+    done = tmp_path / "first-finished"
+    holder = (
+        "import sys, time; from pathlib import Path; from clef_core.experiment import unit_lock\n"
+        f"with unit_lock(Path({str(folder)!r}), 'u'):\n"
+        "    print('held', flush=True); time.sleep(3)\n"
+        f"    Path({str(done)!r}).write_text('x')\n"
+    )
+    first = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None and first.stdout.readline().strip() == "held"
+    caplog.set_level(logging.WARNING, logger="clef.experiment")
+    with unit_lock(folder, "s1-bp4d-fold1"):
+        assert done.is_file()  # entered only after the first process finished its unit
+    assert first.wait(timeout=30) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"process {first.pid} on" in m and "waiting" in m for m in said), said
+    killed = subprocess.Popen([sys.executable, "-c", holder.replace("time.sleep(3)", "time.sleep(300)")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert killed.stdout is not None and killed.stdout.readline().strip() == "held"
+    killed.kill()
+    killed.wait(timeout=30)
+    with unit_lock(folder, "s1-bp4d-fold1"):  # no stale lock after a crash
+        pass
