@@ -69,19 +69,35 @@ def shard_files(shard_dir: Path, dataset: str) -> list[str]:
 
 
 def verify_shards(shard_dir: Path, dataset: str) -> None:
-    """Every shard the manifest lists opens (its Parquet footer: seconds, no data read) and
-    together they hold the manifest's rows; otherwise one error naming the bad shards and the
-    command that rebuilds them (`clef preprocess` treats such a shard as not done)."""
+    """Every shard the manifest lists opens (its Parquet footer: seconds, no data read), has
+    the size and rows the manifest recorded for it, and together they hold the manifest's
+    rows; otherwise one error naming the bad shards and the command that rebuilds them
+    (`clef preprocess` treats such a shard as not done)."""
     manifest = read_manifest(shard_dir, dataset)
-    bad, rows = [], 0
+    stats = manifest.get("shard_stats", {})  # absent in manifests written before it
+    unreadable, changed, rows = [], [], 0
     for name in manifest["shards"]:
+        path = shard_dir / dataset / name
         try:
-            rows += pq.ParquetFile(shard_dir / dataset / name).metadata.num_rows
+            n = pq.ParquetFile(path).metadata.num_rows
         except (OSError, pa.ArrowInvalid) as err:  # missing, truncated, not Parquet
-            bad.append(f"{name} ({str(err).splitlines()[0]})")
-    if not bad and rows == manifest["rows"]:
+            unreadable.append(f"{name} ({str(err).splitlines()[0]})")
+            continue
+        rows += n
+        want = stats.get(name)
+        if want and (want["bytes"], want["rows"]) != (path.stat().st_size, n):
+            changed.append(
+                f"{name} ({path.stat().st_size} bytes, {n} rows; recorded "
+                f"{want['bytes']} bytes, {want['rows']} rows)"
+            )
+    if not unreadable and not changed and rows == manifest["rows"]:
         return
-    found = f"{len(bad)} unreadable: {', '.join(bad[:5])}" if bad else f"{rows} rows"
+    found = "; ".join(
+        f"{len(names)} {what}: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "")
+        for what, names in (("unreadable", unreadable), ("not as recorded", changed))
+        if names
+    )
+    found = found or f"{rows} rows"
     root = manifest.get("source_root", "<the dataset's root>")
     raise ClefError(
         f"the {dataset} shards in {shard_dir / dataset} do not match their manifest "

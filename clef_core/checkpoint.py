@@ -109,3 +109,29 @@ def load_weights(
         optimizer.load_state_dict(
             torch.load(directory / "optimizer.pt", map_location=map_location, weights_only=True)
         )
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why the checkpoint in `directory` cannot be loaded whole (one line naming the file), or
+    None when every file opens: meta.json parses and each torch / numpy archive passes its
+    zip check (every member's CRC, so a file cut short or damaged anywhere is caught without
+    unpickling anything)."""
+    import zipfile
+
+    meta = directory / "meta.json"
+    try:
+        json.loads(meta.read_text())
+    except (OSError, ValueError) as err:
+        return f"{meta}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    for name in ("model.pt", "optimizer.pt", "predictions.npz"):
+        path = directory / name
+        if name != "model.pt" and not path.exists():
+            continue  # optional files
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged is not None:
+                return f"{path}: member {damaged} fails its CRC check"
+        except (OSError, zipfile.BadZipFile, EOFError) as err:
+            return f"{path}: {type(err).__name__}: {err}"
+    return None

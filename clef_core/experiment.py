@@ -6,13 +6,22 @@ A unit's folder `<data_dir>/runs/<unit>-<key>/` holds `checkpoint/`, for stage 2
 latter written last and atomically: a unit whose result exists is not trained again (its
 metrics are logged again under the new reproduction, tagged `clef.cached`), so a rerun after
 a failure redoes only what failed and a rerun with nothing changed finishes at once.
+
+Faults (README, "Faults a long run meets"): a cached unit whose result or checkpoint does not
+open whole is reported in one line and trained again; two runs on one data dir train a unit
+once (a lock per unit: the second waits and reuses the result); the result and checkpoint
+never wait on the tracking server (its calls are spooled, `clef_core.tracking`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
+import os
 import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,8 @@ from clef_core.labels import LabelSpace
 from clef_core.metrics import always_present_f1, au_auc, au_f1, confusion_matrix
 from clef_core.protocol import Unit, read_manifests, unit_key
 from clef_core.tracking import RunBook
+
+log = logging.getLogger("clef.experiment")
 
 
 @dataclass
@@ -62,12 +73,72 @@ def key_of(cfg: ExperimentConfig, unit: Unit) -> str:
 
 
 def cached_result(cfg: ExperimentConfig, unit: Unit) -> UnitResult | None:
-    path = unit_dir(cfg, unit, key_of(cfg, unit)) / "result.json"
-    return UnitResult.read(path) if path.is_file() else None
+    """The unit's cached result when it and its checkpoint open whole, else None (a damaged
+    one is reported in one line)."""
+    return _reusable(unit_dir(cfg, unit, key_of(cfg, unit)), unit.name)
+
+
+def _reusable(folder: Path, name: str) -> UnitResult | None:
+    """The result in `folder` if there is one and its files load whole; a damaged one is said
+    (which file, why) and moved aside, so the unit is trained again."""
+    from clef_core.checkpoint import checkpoint_problem
+
+    done = folder / "result.json"
+    if not done.is_file():
+        return None
+    try:
+        result = UnitResult.read(done)
+        problem = checkpoint_problem(Path(result.checkpoint))
+    except (OSError, ValueError, TypeError) as err:  # cut short, not JSON, other fields
+        problem = f"{done}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    if problem is None and result.stage == 2:
+        problem = _table_problem(folder / PREDICTIONS)
+    if problem is None:
+        return result
+    log.warning("%s: the cached unit is damaged (%s); training it again", name, problem)
+    done.replace(folder / "result.damaged.json")  # kept for a look; never read again
+    return None
+
+
+def _table_problem(path: Path) -> str | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        return f"{path}: {str(err).splitlines()[0]}"
+    return None
+
+
+@contextlib.contextmanager
+def unit_lock(folder: Path, name: str) -> Iterator[None]:
+    """Hold the unit's lock (`<unit dir>.lock`, an flock: released by the kernel when its
+    process dies, so a crashed run leaves no stale lock). A second run on the same data dir
+    waits here, saying for whom, then finds the unit done and reuses it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.with_name(f"{folder.name}.lock")
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another run"
+            log.warning("%s: being trained by %s; waiting for it to reuse its result", name, holder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {os.uname().nodename}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -104,28 +175,51 @@ def run_unit(
     init: UnitResult | None = None,
 ) -> UnitResult:
     """Train (or reuse) one unit and record it; `init` is the result of `unit.init`."""
-    import time
-
-    from clef_core.ray_train import StageJob, run_stage
-
     key = key_of(cfg, unit)
     folder = unit_dir(cfg, unit, key)
     tags = {"clef.unit": unit.name, "clef.stage": str(unit.stage), "clef.key": key}
     if unit.fold is not None:
         tags["clef.fold"] = str(unit.fold)
-    done = folder / "result.json"
-    if done.is_file():
-        result = UnitResult.read(done)
-        result.cached = True
-        if book is not None:  # the new reproduction shows it too, pointing at the original
-            run = book.child(
-                unit.dataset, unit.name, {**tags, "clef.cached_from": str(result.run_id)}
-            )
+    with unit_lock(folder, unit.name):  # one run at a time trains this unit
+        result = _reusable(folder, unit.name)
+        if result is None:
+            return _train_unit(cfg, unit, book, init, key, folder, tags)
+    result.cached = True
+    if book is not None:  # the new reproduction shows it too, pointing at the original
+        run = _child(book, unit, {**tags, "clef.cached_from": str(result.run_id)})
+        if run is not None:
             book.tracker(run).log_metrics(result.metrics, step=0)
             book.finish(run)
-        return result
+    return result
+
+
+def _child(book: RunBook, unit: Unit, tags: dict[str, str]) -> str | None:
+    """The unit's MLflow run, or None when the server cannot make one now: the unit is
+    trained anyway (its result and checkpoint do not need the server), without a run."""
+    try:
+        return book.child(unit.dataset, unit.name, tags)
+    except Exception as err:  # the server is down: training goes on without a run
+        log.warning("%s: MLflow at %s could not make its run (%s); training it without one",
+                    unit.name, book.uri, str(err).splitlines()[0][:200])  # fmt: skip
+        return None
+
+
+def _train_unit(
+    cfg: ExperimentConfig,
+    unit: Unit,
+    book: RunBook | None,
+    init: UnitResult | None,
+    key: str,
+    folder: Path,
+    tags: dict[str, str],
+) -> UnitResult:
+    import time
+
+    from clef_core.ray_train import StageJob, run_stage
+
+    done = folder / "result.json"
     start = time.perf_counter()
-    run_id = book.child(unit.dataset, unit.name, tags) if book else None
+    run_id = _child(book, unit, tags) if book else None
     try:
         if book and run_id:
             tracker = book.tracker(run_id)
@@ -139,31 +233,34 @@ def run_unit(
             name=f"{unit.name}-{key}",
         )
         stage = run_stage(
-            cfg, job, cfg.data.data_dir / "ray_results", book.uri if book else None, run_id
-        )
+            cfg, job, cfg.data.data_dir / "ray_results", book.uri if book and run_id else None,
+            run_id,
+        )  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         shutil.copytree(stage.checkpoint, folder / "checkpoint")
         metrics = {k: float(v) for k, v in stage.metrics.items() if k != "epoch"}
+        extra: dict[str, float] = {}
         if unit.stage == 2:
             # The held-out predictions as a table; the result is what it recomputes to.
             held_out = save_held_out(
                 folder / "checkpoint", folder / PREDICTIONS, cfg.data.shard_dir, unit.dataset,
                 unit.train_parts, unit.test_parts, cfg.stage2.threshold,
             )  # fmt: skip
-            if book and run_id:  # what the workers could not compute (the FER baseline)
-                extra = {k: v for k, v in held_out.items() if k not in metrics}
-                book.tracker(run_id).log_metrics(extra, step=int(stage.metrics.get("epoch", 0)))
+            extra = {k: v for k, v in held_out.items() if k not in metrics}
             metrics |= held_out
         result = UnitResult(
             unit.name, unit.stage, unit.dataset, unit.fold, key,
             str(folder / "checkpoint"), metrics, run_id,
         )  # fmt: skip
+        result.seconds = time.perf_counter() - start
+        # The result first: nothing below (tracking) can keep a trained unit from its cache.
+        _write_atomic(done, json.dumps(asdict(result), indent=1))
         if book and run_id and unit.stage == 2:
+            # what the workers could not compute (the FER baseline)
+            book.tracker(run_id).log_metrics(extra, step=int(stage.metrics.get("epoch", 0)))
             _log_stage2(cfg, book, run_id, unit, folder / "checkpoint")
             book.tracker(run_id).log_artifact(folder / PREDICTIONS, "predictions")
-        result.seconds = time.perf_counter() - start
-        _write_atomic(done, json.dumps(asdict(result), indent=1))
     except BaseException:
         if book and run_id:
             book.finish(run_id, ok=False)
@@ -183,16 +280,15 @@ def _log_stage2(
     tracker = book.tracker(run_id)
     preds = checkpoint / "predictions.npz"
     if space is not None and preds.is_file():
-        with np.load(preds) as data, tempfile.TemporaryDirectory() as tmp:
+        # In the unit's folder, not a temporary one: a spooled call may send them later.
+        with np.load(preds) as data:
             arrays = {k: data[k] for k in data.files}
-            for path in evaluation_artifacts(
-                arrays, space, Path(tmp), unit.name, cfg.stage2.threshold
-            ):
-                tracker.log_artifact(path, "plots")
+        out = checkpoint.parent / "plots"
+        for path in evaluation_artifacts(arrays, space, out, unit.name, cfg.stage2.threshold):
+            tracker.log_artifact(path, "plots")
     tracker.log_artifact(checkpoint, "model")
     if cfg.tracking.register_model:
-        version = book.register(f"{cfg.tracking.experiment_prefix}-{unit.dataset}", run_id, "model")
-        tracker.set_tags({"clef.model_version": version})
+        book.register(f"{cfg.tracking.experiment_prefix}-{unit.dataset}", run_id, "model")
 
 
 def summarize(results: list[UnitResult]) -> dict[str, Any]:

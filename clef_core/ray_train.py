@@ -44,7 +44,7 @@ from clef_core.labels import LabelSpace
 from clef_core.model import build_model, tokenizer_for
 from clef_core.runtime import configure_process
 from clef_core.selection import stage1_rows
-from clef_core.tracking import tracker_for
+from clef_core.tracking import spool_dir, tracker_for
 from clef_core.train import (
     finetune_step,
     make_optimizer,
@@ -145,7 +145,9 @@ def train_loop(config: dict[str, Any]) -> None:
     rng = random.Random(cfg.seed + rank)
     activities = [tuple(a) for a in config.get("activities", [])]
     weights = torch.tensor(config["weights"], device=device) if config.get("weights") else None
-    tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"))
+    # Spooled on disk first: an MLflow outage never stops training (clef_core.tracking).
+    spool = spool_dir(cfg.data.data_dir)
+    tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"), spool)
 
     # Augmentation runs here, on the worker's device (the pipeline delivers uint8 images),
     # with each batch's own randomness: (seed, epoch, rank, batch index), `batch_generator`.
@@ -203,6 +205,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     save_predictions(Path(tmp) / "predictions.npz", pred)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+    tracker.close(timeout=5)  # what is still unsent, the driver sends (RunBook.finish)
 
 
 def run_stage(

@@ -217,6 +217,24 @@ def demo(
     cli_train.reproduce(preset=preset, data_dir=root)
 
 
+@app.command("sync-tracking")
+def sync_tracking(
+    data_dir: Annotated[Path, typer.Option(help="Data dir of the runs.")] = Path("data"),
+    mlflow_uri: Annotated[
+        str | None, typer.Option(help="Send to this MLflow URI; default: each run's own.")
+    ] = None,
+) -> None:
+    """Send to MLflow what runs spooled while it did not answer (README, "Faults")."""
+    from flows.train import sync_tracking as sync
+
+    left = sync(data_dir.resolve(), mlflow_uri)
+    if left:
+        console.print(f"[red]{sum(left.values())} calls of {len(left)} run(s) still not sent[/]: "
+                      "their MLflow server does not answer; try again when it does")  # fmt: skip
+        raise typer.Exit(1)
+    console.print("every spooled tracking call is in MLflow")
+
+
 stack_app = typer.Typer(
     help="Local services: Prefect, MLflow, Ray head, deployments.", no_args_is_help=True
 )

@@ -11,7 +11,9 @@ from flows.console import print_table
 from preprocessing.distributed import run_sequences
 from preprocessing.pipeline import PreprocessOptions, finish, plan
 
-COLUMNS = ("seqs", "skipped", "failed", "frames", "faces %", "no face", "unread", "s", "frames/s")
+# rebuilt: shards that were there but did not open or match the manifest (built again)
+COLUMNS = ("seqs", "skipped", "rebuilt", "failed", "frames", "faces %", "no face", "unread",
+           "s", "frames/s")  # fmt: skip
 
 
 def preprocess_dataset(opts: PreprocessOptions, ray_address: str | None, console: Console) -> dict:
@@ -28,6 +30,7 @@ def preprocess_dataset(opts: PreprocessOptions, ray_address: str | None, console
     table.add_row(
         str(len(results)),
         str(sum(r.skipped for r in results)),
+        str(sum(r.rebuilt for r in results)),  # there, but cut, unreadable or outdated
         str(len(manifest["failed_sequences"])),
         str(frames),
         f"{100 * faces / max(frames, 1):.1f}",

@@ -15,7 +15,7 @@ from clef_core.config import ExperimentConfig, load_config
 from clef_core.experiment import UnitResult, run_unit
 from clef_core.protocol import Unit
 from clef_core.runtime import default_tracking_uri, use_data_dir
-from clef_core.tracking import RunBook
+from clef_core.tracking import RunBook, not_logged_message, spool_dir
 
 
 def resolve_config(
@@ -65,20 +65,35 @@ def new_reproduction_id() -> str:
 
 
 def run_book(cfg: ExperimentConfig, reproduction: str) -> RunBook:
-    book = RunBook(tracking_uri(cfg), cfg.tracking.experiment_prefix, reproduction)
+    spool = spool_dir(cfg.data.data_dir)
+    book = RunBook(tracking_uri(cfg), cfg.tracking.experiment_prefix, reproduction, spool)
     book.params = cfg.flat()
     return book
 
 
-def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> None:
-    """Each parent gets the mean over folds of its stage-2 results, then ends."""
+def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> str | None:
+    """Each parent gets the mean over folds of its stage-2 results, then ends. Returns (and
+    logs as a warning) what is not in MLflow yet and how it gets there; None when all is."""
+    import logging
+
     from clef_core.experiment import summarize
 
     for dataset, run_id in book.parents().items():
         mine = [r for r in results if r.stage == 2 and r.dataset == dataset]
         if mine:
             book.tracker(run_id).log_metrics(summarize(mine), step=0)
-    book.close(ok)
+    message = not_logged_message(book.close(ok), book.uri, book.spool)
+    if message:
+        logging.getLogger("clef.tracking").warning(message)
+    return message
+
+
+def sync_tracking(data_dir: Path, uri: str | None = None) -> dict[str, int]:
+    """Send what earlier runs spooled (`clef sync-tracking`) to the server each run logged
+    to (or `uri`); returns what is still left per run."""
+    from clef_core.tracking import flush_spool
+
+    return flush_spool(spool_dir(data_dir), uri)
 
 
 def run_units_in_order(

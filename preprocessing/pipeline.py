@@ -68,6 +68,8 @@ class SequenceResult:
     unreadable: list[str] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
     skipped: bool = False  # shard already there
+    rebuilt: bool = False  # a shard was there but did not open or match the manifest
+    bytes: int = 0  # the shard's size, recorded in the manifest (`cache.verify_shards`)
     failed: str | None = None  # the whole sequence could not be processed
     reduce: int = 1  # frames decoded at 1/reduce scale
     seconds: float = 0.0
@@ -130,17 +132,34 @@ def decode_reduction(
     return 1
 
 
-def finished_shard(path: Path) -> pq.ParquetFile | None:
-    """The shard at `path` when it is complete and of today's schema (one footer read), else
-    None: a shard written before a schema change (say, before landmarks) or cut short is
-    built again, since it is only a cache of its source."""
+def finished_shard(path: Path, recorded: dict[str, int] | None = None) -> pq.ParquetFile | None:
+    """The shard at `path` when it is complete, of today's schema and, when the manifest
+    recorded it, of its recorded size and rows (one footer read), else None: a shard written
+    before a schema change (say, before landmarks), cut short or replaced is built again,
+    since it is only a cache of its source."""
     if not path.exists():
         return None
     try:
         shard = pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid):
         return None
+    if recorded and (recorded["bytes"], recorded["rows"]) != (
+        path.stat().st_size,
+        shard.metadata.num_rows,
+    ):
+        return None
     return shard if shard.schema_arrow.equals(SCHEMA) else None
+
+
+def recorded_shards(shard_dir: Path, dataset: str) -> dict[str, dict[str, int]]:
+    """The size and rows of each shard as the last manifest recorded them ({} before one)."""
+    import json
+
+    path = shard_dir / dataset / "manifest.json"
+    try:
+        return dict(json.loads(path.read_text()).get("shard_stats", {}))
+    except (OSError, ValueError):  # no manifest yet, or one cut short: nothing recorded
+        return {}
 
 
 def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResult:
@@ -149,13 +168,15 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
     reader = get_reader(opts.dataset, opts.root)
     result = SequenceResult(seq.key, seq.subject, seq.task, reader.part(seq.subject))
     path = shard_path(opts.shard_dir, opts.dataset, seq.key)
-    shard = None if opts.force else finished_shard(path)
+    recorded = recorded_shards(opts.shard_dir, opts.dataset).get(path.name)
+    shard = None if opts.force else finished_shard(path, recorded)
     if shard is not None:
         found = shard.read(columns=["face_found"]).column("face_found")
         result.frames, result.faces = shard.metadata.num_rows, int(sum(found.to_pylist()))
         result.reduce = int((shard.metadata.metadata or {}).get(REDUCE_KEY, b"1"))
-        result.skipped = True
+        result.skipped, result.bytes = True, path.stat().st_size
         return result
+    result.rebuilt = path.exists() and not opts.force
     tracker = FaceTracker(opts.detector, continuous=seq.continuous)
     writer = ShardWriter(path)
     try:
@@ -190,6 +211,7 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
     result.issues = reader.issues.messages
     if writer.rows and result.failed is None:
         writer.commit({REDUCE_KEY.decode(): str(result.reduce)})
+        result.bytes = path.stat().st_size
     else:
         writer.abort()
     result.seconds = time.perf_counter() - start
@@ -236,6 +258,12 @@ def manifest_of(
         "failed_sequences": [r.failed for r in results if r.failed],
         "issues": issues[:200],
         "shards": sorted(f"{r.key}.parquet" for r in done if r.frames),
+        # what `cache.verify_shards` and a rerun check each shard against (footer + stat)
+        "shard_stats": {
+            f"{r.key}.parquet": {"bytes": r.bytes, "rows": r.frames}
+            for r in sorted(done, key=lambda r: r.key)
+            if r.frames
+        },
         "source_root": str(opts.root.resolve()),
         "input_hash": input_hash(opts.root),
         "code_version": __version__,
