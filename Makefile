@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # old torch and numpy (README, "Face front end"). Nothing imports the package.
 MTCNN_WEIGHTS := facenet-pytorch==2.6.0
 
-.PHONY: install demo test lint typecheck browser clean
+.PHONY: install demo test test-fast lint typecheck browser clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ browser:
 
 test: lint typecheck browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# For development: lint, types and the tests that start no service (no Ray instance, no
+# Prefect/MLflow server) and train nothing long: `slow` and `server` tests are left out.
+test-fast: lint typecheck
+	$(BIN)/python -m pytest -m "not slow and not server" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -139,6 +139,13 @@ def init_ray(address: str | None) -> bool:
     # Ray Data logs every operator's progress at INFO in the driver: our own progress
     # display covers it, and warnings still show.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data reads RAY_DATA_USE_DATASOURCE_V2 once, when `ray.data` is first imported,
+    # which in a flow run or a test may precede `configure_process`: the driver's context
+    # (which the datasets carry to Ray's workers) takes the variable's value now (SERVICE_ENV).
+    from ray.data import DataContext
+
+    v2 = os.environ.get("RAY_DATA_USE_DATASOURCE_V2", SERVICE_ENV["RAY_DATA_USE_DATASOURCE_V2"])
+    DataContext.get_current().use_datasource_v2 = v2.strip().lower() in ("1", "true")
     if ray.is_initialized():
         return False
     if address or os.environ.get("RAY_ADDRESS"):  # `ray job submit` sets RAY_ADDRESS

@@ -19,6 +19,14 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_HOME}/mlflow.db")
 os.environ.setdefault("CLEF_DATA_DIR", os.path.join(_HOME, "data"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses a local Ray instance is a `server` test (left out of make
+    test-fast), whether or not its module says so."""
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `test` preset of the synthetic generator, every layout, generated once."""

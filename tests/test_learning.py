@@ -23,6 +23,8 @@ from clef_core.local import heldout_scores, run_local_stage
 from preprocessing.synth.dynamics import AU_INDEX, EXPRESSION_PROTOTYPES
 from tests.faces import expression_faces
 
+pytestmark = pytest.mark.slow  # trains two models for 120 steps each (minutes on 2 cores)
+
 BP4D_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
 CLASSES = list(EXPRESSION_PROTOTYPES)
 
