@@ -155,17 +155,16 @@ def _writer_gone(path: Path) -> bool:
 
 def flush_file(path: Path, client: Any) -> int:
     """Send a spool file's unsent calls in order; returns how many are left (0: all sent, and
-    the file is removed once its writer has closed it). Raises when the server fails; a file
-    another process is flushing is left to it."""
+    the file is removed once its writer has closed it). Raises when the server fails. Two
+    flushers of one file (a tracker's thread, a driver, `clef sync-tracking`) take turns."""
     try:
         handle = path.open()
     except FileNotFoundError:  # sent and removed by another flusher
         return 0
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another flusher has it
-            return max(0, len(_read(path)) - _sent(path))
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+        if not path.exists():  # the flusher before this one sent it all and removed it
+            return 0
         records = _read(path)
         done = _sent(path)
         for i in range(done, len(records)):

@@ -68,8 +68,52 @@ def deployments() -> list:
     ]
 
 
+def crash_orphans() -> list[str]:
+    """Mark Crashed every run of these deployments still Running or Pending: this process runs
+    them as its children, so at its start any such run is an orphan of an earlier one (killed
+    with the stack, or lost while the Prefect server was away) that would show Running forever
+    (ours; Prefect's own zombie detection needs heartbeats plus an automation). In-process
+    `clef reproduce` runs have no deployment and are left alone. Returns the runs' names."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    async def crash() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["full-reproduction", "smoke"])
+                ),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                    )
+                ),
+            )
+            message = (
+                "its process ended with the deployment server (or lost the Prefect server); "
+                "run the deployment again: finished units come from the cache"
+            )
+            for run in runs:
+                await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            return [run.name for run in runs]
+
+    return asyncio.run(crash())
+
+
 if __name__ == "__main__":
     from clef_core.runtime import configure_process
 
     configure_process()  # Ray's and MLflow's switches for the flow runs served here
+    for name in crash_orphans():
+        print(f"flow run {name}: Running with no process to run it; marked Crashed", flush=True)
     serve(*deployments(), limit=1)
