@@ -124,10 +124,20 @@ def train_unit(
     )
     with gate:
         result = run_unit(cfg, unit, book, init)
-    get_run_logger().info(
-        "%s: %s%s", unit.name, result.metrics, " (cached)" if result.cached else ""
-    )
+    get_run_logger().info("%s: %s%s", unit.name, headline(result.metrics),
+                          " (cached)" if result.cached else "")  # fmt: skip
     return result
+
+
+# The figures a unit's log line shows; every metric is in MLflow and the unit's result.json.
+_HEADLINE = ("f1_mean", "f1_baseline_mean", "auc_mean", "accuracy", "accuracy_baseline",
+             "train_loss")  # fmt: skip
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """One short line of a unit's main figures, not its hundred per-AU metrics."""
+    shown = [f"{k} {metrics[k]:.4g}" for k in _HEADLINE if k in metrics]
+    return ", ".join(shown) or f"{len(metrics)} metrics"
 
 
 _EVALUATING: dict[str, threading.Lock] = {}
