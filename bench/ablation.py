@@ -88,6 +88,12 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), sd
 
 
+def _pm(mean: float, sd: float, digits: int) -> str:
+    """The mean and its sd over seeds (one seed has no sd: its mean alone)."""
+    text = f"{mean:.{digits}f}"
+    return text if math.isnan(sd) else f"{text} +- {sd:.{digits}f}"
+
+
 def markdown(
     summary: dict[str, dict[str, tuple[float, float]]], seeds: list[int], wall: float
 ) -> str:
@@ -102,8 +108,8 @@ def markdown(
     for row, s in summary.items():
         f1, auc, base = s["f1"], s["auc"], s["always_f1"]
         lines.append(
-            f"| {row} | {what[row][0]} | {what[row][1]} | {100 * f1[0]:.1f} +- {100 * f1[1]:.1f} "
-            f"| {auc[0]:.3f} +- {auc[1]:.3f} | {100 * base[0]:.1f} |"
+            f"| {row} | {what[row][0]} | {what[row][1]} | {_pm(100 * f1[0], 100 * f1[1], 1)} "
+            f"| {_pm(auc[0], auc[1], 3)} | {100 * base[0]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -166,6 +172,7 @@ def main() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from clef_core.runtime import use_data_dir
+    from flows.console import print_table
 
     torch.set_num_threads(args.threads)
     console = Console()
@@ -233,7 +240,7 @@ def main() -> None:
         client.set_terminated(parent, "FAILED")
         raise
     client.set_terminated(parent)
-    console.print(Markdown(table))
+    print_table(console, Markdown(table))
     console.print(
         f"{args.out / 'ablation.md'}, {args.out / 'ablation.png'}; MLflow {uri} run {parent}"
     )
