@@ -80,6 +80,7 @@ def evaluate_unit(
 
     from clef_core.cache import cached_split, decoded_arrays
     from clef_core.heldout import FILE, write_held_out
+    from clef_core.local import column_batches
 
     if cfg.compute.cache_decoded:
         model, meta = load_model(checkpoint, map_location=device)
@@ -91,10 +92,7 @@ def evaluate_unit(
             decoded_arrays(cfg.data.shard_dir, dataset, side), test_parts,
             "au" if space.kind == "au" else "expression",
         )  # fmt: skip
-        batches = (
-            {k: torch.from_numpy(v[i : i + 256]) for k, v in rows.items()}
-            for i in range(0, len(rows["image"]), 256)
-        )
+        batches = column_batches(rows, 256, shuffle=False)
         model.to(torch.device(device))
         pred = predict(
             model, batches, tokenizer_for(model.config), space, torch.device(device),

@@ -46,9 +46,11 @@ class LocalResult:
     metrics: dict[str, float] | None = None  # stage 2: metrics_of(predictions)
 
 
-def _batches(
-    columns: dict[str, np.ndarray], batch: int, seed: int, shuffle: bool = True
+def column_batches(
+    columns: dict[str, np.ndarray], batch: int, seed: int = 0, shuffle: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
+    """Tensor batches of in-memory columns (`cache.cached_split`'s): shuffled with the last
+    partial batch dropped for training; in order and whole for scoring (`shuffle=False`)."""
     n = len(columns["image"])
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - batch + 1 if shuffle else n  # training drops the last partial batch
@@ -144,7 +146,8 @@ def run_local_stage(
         at[:] = [epoch, 0]  # the batch index counts across the epoch's passes
 
         def passes(k: int, done: int, epoch: int = epoch) -> Iterator[dict[str, torch.Tensor]]:
-            return _batches(train, batch, cfg.seed + 1000 * epoch + done)  # a fresh permutation
+            # A fresh permutation for every pass.
+            return column_batches(train, batch, cfg.seed + 1000 * epoch + done)
 
         step, _ = run_steps(
             step_fn, passes, steps, opt,
@@ -155,7 +158,9 @@ def run_local_stage(
     if stage == 2 and test_parts is not None:
         assert space is not None
         test = cached_split(arrays, test_parts, "au" if space.kind == "au" else "expression")
-        result.predictions = predict(model, _batches(test, 256, 0, shuffle=False), tok, space, CPU)
+        result.predictions = predict(
+            model, column_batches(test, 256, shuffle=False), tok, space, CPU
+        )
         result.metrics = metrics_of(result.predictions, space, cfg.stage2.threshold)
     return result
 

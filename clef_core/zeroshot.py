@@ -29,7 +29,7 @@ from clef_core.cache import cached_split, decoded_arrays, read_manifest, source_
 from clef_core.config import ExperimentConfig
 from clef_core.errors import ClefError
 from clef_core.labels import LabelSpace
-from clef_core.local import run_local_stage
+from clef_core.local import column_batches, run_local_stage
 from clef_core.model import ClefModel, tokenizer_for
 from clef_core.protocol import stage2_unit
 from clef_core.train import Predictions, metrics_of, predict
@@ -76,10 +76,7 @@ def _classes_subset(
 def _score(
     model: ClefModel, rows: dict[str, np.ndarray], space: LabelSpace, cfg: ExperimentConfig
 ) -> Predictions:
-    batches = (
-        {k: torch.from_numpy(v[i : i + 256]) for k, v in rows.items()}
-        for i in range(0, len(rows["image"]), 256)
-    )
+    batches = column_batches(rows, 256, shuffle=False)
     return predict(model, batches, tokenizer_for(model.config), space, CPU, cfg.compute.precision)
 
 
