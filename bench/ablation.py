@@ -1,11 +1,11 @@
 """Benchmark: the paper's Table 6 on the synthetic BP4D, fold 1, with the cpu-tiny model.
 
-Rows: any of `clef_core.config.ABLATIONS` (the paper's Table 6 by name, the same names as
+Rows: any of `clef_core.method.config.ABLATIONS` (the paper's Table 6 by name, the same names as
 `clef reproduce --ablation`); by default FaRL-I (no stage 1, linear head), FaRL-I+N+D (no
 stage 1; label names and descriptions), PI+N+D (stage 1 without the activity text) and
 PA+PI+N+D (the full method). cpu-tiny has no initial weights, so every row starts from
 scratch (a CLIP row is then its FaRL row's training). Each row is trained with several seeds in this process
-(`clef_core.local`: the same steps, losses and schedule as the Ray Train loop, without a
+(`clef_core.training.local`: the same steps, losses and schedule as the Ray Train loop, without a
 worker group's start-up per run) and scored on the held-out part: mean AU F1 at the fixed
 0.5 threshold, mean per-AU ROC-AUC, and the F1 of predicting every AU present. Written to
 MLflow (one parent run, a nested run per row and seed) and to `<out>/ablation.md` + `.png`.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.config import ABLATIONS, ablation_name
+from clef_core.method.config import ABLATIONS, ablation_name
 
 DEFAULT_ROWS = ["FaRL-I", "FaRL-I+N+D", "PI+N+D", "PA+PI+N+D"]
 
@@ -41,7 +41,7 @@ def row_name(text: str) -> str:
 
 def describe(row: str) -> tuple[str, str]:
     """The row's stage 1 (its losses) and stage-2 head, from its components."""
-    from clef_core import paper
+    from clef_core.tracking import paper
 
     comps = paper.components_of(row)
     stage1 = "L_II + L_IA" if "PA" in comps else "L_II" if "PI" in comps else "-"
@@ -68,9 +68,9 @@ def ensure_shards(data_dir: Path) -> Path:
 
 
 def run_row(row: str, seed: int, data_dir: Path, sets: list[str], fold: int) -> dict[str, float]:
-    """Train one row with one seed; its held-out scores (clef_core.local.heldout_scores)."""
-    from clef_core.config import ablation_overrides, load_config
-    from clef_core.local import heldout_scores, run_local_stage
+    """Train one row with one seed; its held-out scores (clef_core.training.local.heldout_scores)."""
+    from clef_core.method.config import ablation_overrides, load_config
+    from clef_core.training.local import heldout_scores, run_local_stage
 
     overrides = [*ablation_overrides(row), f"seed={seed}", f"data.data_dir={data_dir}"]
     cfg = load_config("cpu-tiny", [*overrides, *sets])
@@ -150,7 +150,7 @@ def plot(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> Path
 
 
 def main() -> None:
-    from clef_core.runtime import configure_process
+    from clef_core.common.runtime import configure_process
 
     configure_process()  # an entry point: the service environment, as `clef` sets it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -171,7 +171,7 @@ def main() -> None:
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from clef_core.runtime import use_data_dir
+    from clef_core.common.runtime import use_data_dir
     from flows.console import print_table
 
     torch.set_num_threads(args.threads)

@@ -26,14 +26,14 @@ def decode_rate(path: Path, backend: str) -> float:
 
 
 def main() -> None:
-    from clef_core.runtime import configure_process
+    from clef_core.common.runtime import configure_process
 
     configure_process()  # an entry point: the service environment, as `clef` sets it
-    from clef_core.checkpoint import save_checkpoint
-    from clef_core.config import load_config
-    from clef_core.labels import LabelSpace
-    from clef_core.model import build_model
-    from clef_core.predict import Predictor
+    from clef_core.inference.predictor import Predictor
+    from clef_core.method.checkpoint import save_checkpoint
+    from clef_core.method.config import load_config
+    from clef_core.method.labels import LabelSpace
+    from clef_core.method.model import build_model
     from flows.predict import predict_item
     from preprocessing.synth.generate import generate
     from preprocessing.synth.spec import make_spec

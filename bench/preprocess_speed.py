@@ -87,7 +87,7 @@ def peak_rss(root: Path, shards: Path) -> float:
 
 
 def main() -> None:
-    from clef_core.runtime import configure_process
+    from clef_core.common.runtime import configure_process
 
     configure_process()  # an entry point: the service environment, as `clef` sets it
     parser = argparse.ArgumentParser(

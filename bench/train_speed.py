@@ -3,7 +3,7 @@ open_clip's own plain training step (its ClipLoss), same model and batch, in one
 
 - pipeline: shards -> JPEG decode -> two augmented views -> `iter_torch_batches`, streamed on a
   local Ray instance (what each training epoch runs), warm passes only;
-- ours: `clef_core.train.pretrain_step` (two views, activity texts, Eq. 1 twice) + backward +
+- ours: `clef_core.method.steps.pretrain_step` (two views, activity texts, Eq. 1 twice) + backward +
   AdamW step;
 - open_clip: `model(image, text)` + `open_clip.loss.ClipLoss` + backward + AdamW step.
 Our step encodes two views per sample (open_clip's one image and one caption), so it is
@@ -40,9 +40,9 @@ def pipeline_rate(shards: Path, cfg, batch: int, passes: int = 3) -> float:  # t
     """Samples/s delivered by the stage-1 pipeline (warm passes: the first is discarded)."""
     import ray
 
-    from clef_core.cache import source_size
-    from clef_core.data import load_split, model_inputs
-    from clef_core.runtime import init_ray
+    from clef_core.common.runtime import init_ray
+    from clef_core.training.cache import source_size
+    from clef_core.training.data import load_split, model_inputs
 
     init_ray(None)
     side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
@@ -64,8 +64,8 @@ def step_rates(cfg, batch: int, steps: int) -> dict[str, float]:  # type: ignore
     """Seconds per step of ours and of open_clip's, interleaved so both see the same machine."""
     import open_clip
 
-    from clef_core.model import build_model, tokenizer_for
-    from clef_core.train import make_optimizer, pretrain_step
+    from clef_core.method.model import build_model, tokenizer_for
+    from clef_core.method.steps import make_optimizer, pretrain_step
 
     torch.manual_seed(0)
     model = build_model(cfg.model)
@@ -107,10 +107,10 @@ def step_rates(cfg, batch: int, steps: int) -> dict[str, float]:  # type: ignore
 
 
 def main() -> None:
-    from clef_core.runtime import configure_process
+    from clef_core.common.runtime import configure_process
 
     configure_process()  # an entry point: the service environment, as `clef` sets it
-    from clef_core.config import load_config
+    from clef_core.method.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu-tiny")

@@ -11,7 +11,7 @@ run --watch`, the UI and `clef reproduce` show.
 
 Independent branches run concurrently (a thread pool); training units share the Ray
 instance, at most `compute.concurrent_units` at a time. Each unit's result is cached by its
-key (the shards' manifest hash + the resolved config, `clef_core.protocol.unit_key`), so a
+key (the shards' manifest hash + the resolved config, `clef_core.training.protocol.unit_key`), so a
 rerun after a failure redoes only what failed and a rerun with nothing changed finishes at
 once; the same cache serves `clef finetune` and `clef reproduce`. Retries only on I/O
 (preprocessing, synthetic data) and Ray connection errors.
@@ -30,19 +30,19 @@ from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, ValidationError
 
-from clef_core.config import (
+from clef_core.common.errors import ClefError
+from clef_core.common.runtime import configure_process
+from clef_core.method.config import (
     DATASETS,
     ExperimentConfig,
     ablation_init_weights,
     ablation_names,
     ablation_overrides,
 )
-from clef_core.errors import ClefError
-from clef_core.experiment import UnitResult, run_unit
-from clef_core.protocol import Unit, datasets_of, plan
-from clef_core.report import MAIN
-from clef_core.runtime import configure_process
-from clef_core.tracking import RunBook
+from clef_core.tracking.report import MAIN
+from clef_core.tracking.runbook import RunBook
+from clef_core.training.experiment import UnitResult, run_unit
+from clef_core.training.protocol import Unit, datasets_of, plan
 
 
 class ReproductionParams(BaseModel):
@@ -55,12 +55,12 @@ class ReproductionParams(BaseModel):
     datasets: list[str] | None = None  # protocols to run; None = the preset's protocol.datasets
     folds: list[int] | None = None  # fold numbers from 1; None = the preset's protocol.folds
     # Table 6 rows besides the full method (PA+PI+N+D), by name (CLIP-I ... FaRL-I+N+D, PI,
-    # PA+PI, PI+N, PA+PI+N, PI+N+D) or "all"; `clef_core.config.ABLATIONS`.
+    # PA+PI, PI+N, PA+PI+N, PI+N+D) or "all"; `clef_core.method.config.ABLATIONS`.
     ablations: list[str] = []
     # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
     # others from "farl" (else model.init_weights); a row without one trains from scratch.
     weights: dict[str, Path] = {}
-    # The zero-shot experiments too (clef_core.zeroshot: unseen RAF-DB expressions; BP4D AUs
+    # The zero-shot experiments too (clef_core.training.zeroshot: unseen RAF-DB expressions; BP4D AUs
     # -> RAF-DB expressions), with the full method's config; their table goes in the report.
     zeroshot: bool = False
     synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
@@ -155,7 +155,7 @@ def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBo
     import json
     from dataclasses import replace
 
-    from clef_core.evaluate import EVALUATION, evaluate_unit
+    from clef_core.training.evaluate import EVALUATION, evaluate_unit
 
     out = Path(trained.checkpoint).parent / EVALUATION
     done = out / "metrics.json"
@@ -193,7 +193,7 @@ def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBo
 def record_zeroshot(book: RunBook, results: list[Any], out: Path) -> Path:
     """`out/zeroshot.md` and one MLflow run per zero-shot experiment (experiment
     `<prefix>-zeroshot`, under the reproduction's parent run there); returns the markdown."""
-    from clef_core.report import zeroshot_table
+    from clef_core.tracking.report import zeroshot_table
 
     out.mkdir(parents=True, exist_ok=True)
     md = out / "zeroshot.md"
@@ -215,8 +215,8 @@ def record_zeroshot(book: RunBook, results: list[Any], out: Path) -> Path:
 
 @task(cache_policy=NO_CACHE)
 def zeroshot(cfg: ExperimentConfig, book: RunBook, out: Path) -> list[dict[str, Any]]:
-    """The zero-shot experiments on the driver (`clef_core.zeroshot`), recorded in MLflow."""
-    from clef_core.zeroshot import run_zeroshot
+    """The zero-shot experiments on the driver (`clef_core.training.zeroshot`), recorded in MLflow."""
+    from clef_core.training.zeroshot import run_zeroshot
 
     results = run_zeroshot(cfg)
     record_zeroshot(book, results, out)
@@ -232,7 +232,7 @@ def write_report(
     out: Path, zeroshot: list[dict[str, Any]] | None = None,
 ) -> Path:  # fmt: skip
     """The results tables beside the paper's, as markdown + HTML, logged to every parent run."""
-    from clef_core.report import write_report as write
+    from clef_core.tracking.report import write_report as write
     from flows.train import close_book
 
     path = write(runs, out, params.synthetic and not params.roots, zeroshot)
@@ -245,7 +245,7 @@ def write_report(
 
 def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
     """The full method's config, and one per ablation row asked for."""
-    from clef_core.runtime import default_data_dir
+    from clef_core.common.runtime import default_data_dir
     from flows.train import resolve_config
 
     extra = list(params.overrides)
@@ -425,7 +425,7 @@ def _failed(cause: str) -> State:
 def _reproduce(params: ReproductionParams) -> str | State:
     import ray
 
-    from clef_core.runtime import init_ray
+    from clef_core.common.runtime import init_ray
     from flows.train import new_reproduction_id, run_book
     from preprocessing.synth.spec import READER_ROOTS
 

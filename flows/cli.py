@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from clef_core import __version__
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 from flows import cli_predict, cli_train
 from flows.console import print_table, verbose_argument_first
 
@@ -77,7 +77,7 @@ def config_show(
     overrides: SetOption = None,
 ) -> None:
     """Print the resolved config of PRESET with any --set overrides applied, as YAML."""
-    from clef_core.config import load_config
+    from clef_core.method.config import load_config
 
     cfg = load_config(preset, overrides or [])
     typer.echo(cfg.to_yaml(), nl=False)
@@ -86,7 +86,7 @@ def config_show(
 @config_app.command("presets")
 def config_presets() -> None:
     """List the named presets."""
-    from clef_core.config import known_presets
+    from clef_core.method.config import known_presets
 
     for name in known_presets():
         typer.echo(name)
@@ -206,7 +206,7 @@ def demo(
     preset: Annotated[str, typer.Option(help="Config preset.")] = "cpu-tiny",
 ) -> None:
     """The main job on the embedded default: synthetic data (if absent), then `clef reproduce`."""
-    from clef_core.runtime import use_data_dir
+    from clef_core.common.runtime import use_data_dir
 
     root = use_data_dir(data_dir)
     synthetic = root / "synthetic"
@@ -370,7 +370,7 @@ EXIT_BUG = 3
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2; anything
     else is a bug and keeps its traceback (exit code 3)."""
-    from clef_core.runtime import configure_process
+    from clef_core.common.runtime import configure_process
 
     configure_process()
     try:

@@ -41,9 +41,9 @@ def predict(
 
     from rich.table import Table
 
-    from clef_core.evaluate import device_or_error
-    from clef_core.predict import Predictor
-    from clef_core.runtime import default_data_dir, default_tracking_uri
+    from clef_core.common.runtime import default_data_dir, default_tracking_uri
+    from clef_core.inference.predictor import Predictor
+    from clef_core.training.evaluate import device_or_error
     from flows.console import print_table, quiet_libraries
     from flows.predict import expand, plot_item, predict_item
 

@@ -42,10 +42,10 @@ def _folds(text: str) -> list[int] | None:
 def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str) -> None:  # type: ignore[no-untyped-def]
     import ray
 
-    from clef_core.cache import verify_shards
-    from clef_core.experiment import key_of
-    from clef_core.protocol import datasets_of
-    from clef_core.runtime import init_ray
+    from clef_core.common.runtime import init_ray
+    from clef_core.training.cache import verify_shards
+    from clef_core.training.experiment import key_of
+    from clef_core.training.protocol import datasets_of
     from flows.train import (
         close_book,
         new_reproduction_id,
@@ -89,8 +89,8 @@ def pretrain(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Stage 1: activity-supervised contrastive pre-training on the fold's training parts."""
-    from clef_core.errors import ClefError
-    from clef_core.protocol import Unit, folds_of
+    from clef_core.common.errors import ClefError
+    from clef_core.training.protocol import Unit, folds_of
 
     if dataset not in ("bp4d", "bp4d_plus"):
         raise ClefError(
@@ -117,9 +117,9 @@ def finetune(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Stage 2 on a dataset's fold(s), with the stage-1 (or BP4D) models it starts from."""
-    from clef_core.config import DATASETS
-    from clef_core.errors import ClefError
-    from clef_core.protocol import plan
+    from clef_core.common.errors import ClefError
+    from clef_core.method.config import DATASETS
+    from clef_core.training.protocol import plan
 
     if dataset not in DATASETS:
         raise ClefError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
@@ -149,14 +149,14 @@ def evaluate(
     import ray
     from rich.table import Table
 
-    from clef_core.checkpoint import label_space_of, read_meta
-    from clef_core.errors import ClefError
-    from clef_core.evaluate import device_or_error, evaluate_checkpoint
-    from clef_core.experiment import cached_result, evaluation_artifacts
-    from clef_core.heldout import FILE as PREDICTIONS
-    from clef_core.heldout import read_predictions, write_held_out
-    from clef_core.protocol import stage2_unit
-    from clef_core.runtime import init_ray
+    from clef_core.common.errors import ClefError
+    from clef_core.common.runtime import init_ray
+    from clef_core.method.checkpoint import label_space_of, read_meta
+    from clef_core.training.evaluate import device_or_error, evaluate_checkpoint
+    from clef_core.training.experiment import cached_result, evaluation_artifacts
+    from clef_core.training.heldout import FILE as PREDICTIONS
+    from clef_core.training.heldout import read_predictions, write_held_out
+    from clef_core.training.protocol import stage2_unit
     from flows.train import au_metrics_table, resolve_config
 
     cfg = resolve_config(preset, sets or [], data_dir, ray_address)
@@ -272,7 +272,7 @@ def reproduce(
     log = quiet_libraries(data_dir.resolve() / "logs" / "clef.log")
     state = clef(**params.model_dump(), return_state=True)
     if not state.is_completed():  # the flow's state message is the cause, in one line
-        from clef_core.errors import ClefError
+        from clef_core.common.errors import ClefError
 
         raise ClefError(f"the clef flow ended {state.name}: {state.message}")
     _show_report(Path(state.result()))
@@ -306,7 +306,7 @@ def report(
     ] = None,
 ) -> None:
     """Re-render and print the results tables of a reproduction (markdown + HTML)."""
-    from clef_core.report import latest_report, rewrite
+    from clef_core.tracking.report import latest_report, rewrite
 
     _show_report(rewrite(latest_report(data_dir.resolve() / "reports", reproduction)))
 
@@ -334,8 +334,8 @@ def zeroshot(
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from clef_core.cache import verify_shards
-    from clef_core.zeroshot import run_zeroshot, steps
+    from clef_core.training.cache import verify_shards
+    from clef_core.training.zeroshot import run_zeroshot, steps
     from flows.clef_flow import record_zeroshot
     from flows.train import new_reproduction_id, resolve_config, run_book, tracking_uri
 

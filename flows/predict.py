@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.predict import Predictor
+from clef_core.inference.predictor import Predictor
 from preprocessing.decode import DecodeError, iter_video, read_image
 from preprocessing.readers.video import IMAGE_EXT, VIDEO_EXT, safe_key
 

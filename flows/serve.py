@@ -111,7 +111,7 @@ def crash_orphans() -> list[str]:
 
 
 if __name__ == "__main__":
-    from clef_core.runtime import configure_process
+    from clef_core.common.runtime import configure_process
 
     configure_process()  # Ray's and MLflow's switches for the flow runs served here
     for name in crash_orphans():

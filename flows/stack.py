@@ -3,7 +3,7 @@
 - a Prefect server (SQLite under the data dir),
 - an MLflow server with its UI (SQLite store + artifacts under the data dir),
 - a single-node Ray head (dashboard and job API; every Ray port on 127.0.0.1, see
-  `clef_core.runtime.LOOPBACK_RAY_ENV`),
+  `clef_core.common.runtime.LOOPBACK_RAY_ENV`),
 - a process serving the `clef/full-reproduction` and `clef/smoke` deployments, wired to the
   three above.
 Ports: the defaults below where they are free, any other free port where not (printed, kept in
@@ -28,8 +28,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from clef_core.errors import ClefError
-from clef_core.runtime import LOOPBACK_RAY_ENV
+from clef_core.common.errors import ClefError
+from clef_core.common.runtime import LOOPBACK_RAY_ENV
 
 HOST = "127.0.0.1"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 

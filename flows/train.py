@@ -11,11 +11,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clef_core.config import ExperimentConfig, load_config
-from clef_core.experiment import UnitResult, run_unit
-from clef_core.protocol import Unit
-from clef_core.runtime import default_tracking_uri, use_data_dir
-from clef_core.tracking import RunBook, not_logged_message, spool_dir
+from clef_core.common.runtime import default_tracking_uri, use_data_dir
+from clef_core.method.config import ExperimentConfig, load_config
+from clef_core.tracking.runbook import RunBook, not_logged_message, spool_dir
+from clef_core.training.experiment import UnitResult, run_unit
+from clef_core.training.protocol import Unit
 
 
 def resolve_config(
@@ -76,7 +76,7 @@ def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> str
     logs as a warning) what is not in MLflow yet and how it gets there; None when all is."""
     import logging
 
-    from clef_core.experiment import summarize
+    from clef_core.training.experiment import summarize
 
     for dataset, run_id in book.parents().items():
         mine = [r for r in results if r.stage == 2 and r.dataset == dataset]
@@ -91,7 +91,7 @@ def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> str
 def sync_tracking(data_dir: Path, uri: str | None = None) -> dict[str, int]:
     """Send what earlier runs spooled (`clef sync-tracking`) to the server each run logged
     to (or `uri`); returns what is still left per run."""
-    from clef_core.tracking import flush_spool
+    from clef_core.tracking.runbook import flush_spool
 
     return flush_spool(spool_dir(data_dir), uri)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from clef_core.runtime import init_ray
+from clef_core.common.runtime import init_ray
 from preprocessing.pipeline import PreprocessOptions, SequenceResult, process_sequence
 from preprocessing.readers import SequenceRef
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 
 # BP4D parts used by JAA-Net and ME-GraphAU.
 BP4D_PARTS: tuple[tuple[str, ...], ...] = (

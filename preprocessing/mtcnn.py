@@ -95,7 +95,7 @@ class ONet(nn.Module):
 
 def weights_dir() -> Path:
     """The folder holding pnet.pt, rnet.pt and onet.pt (found without importing the package)."""
-    from clef_core.errors import ClefError
+    from clef_core.common.errors import ClefError
 
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:

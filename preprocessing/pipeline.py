@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clef_core import __version__
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 from preprocessing.align import box_transform, face_transform, warp
 from preprocessing.decode import DecodeError
 from preprocessing.detect import Detection, DetectorConfig, FaceDetector, FaceTracker

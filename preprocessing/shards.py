@@ -87,7 +87,7 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
-    from clef_core.errors import ClefError
+    from clef_core.common.errors import ClefError
 
     path = shard_dir / dataset / "manifest.json"
     if not path.is_file():

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from clef_core.runtime import configure_process
+from clef_core.common.runtime import configure_process
 
 configure_process()  # the tests are an entry point: the service environment, as `clef` sets it
 _HOME = tempfile.mkdtemp(prefix="clef-tests-")
@@ -75,7 +75,7 @@ def local_ray() -> Iterator[None]:
     """A local Ray instance as `clef` starts one, shut down after the module."""
     import ray
 
-    from clef_core.runtime import init_ray
+    from clef_core.common.runtime import init_ray
 
     init_ray(None)
     ray.data.DataContext.get_current().enable_progress_bars = False

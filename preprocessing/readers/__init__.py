@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef
 from preprocessing.readers.bp4d import BP4DPlusReader, BP4DReader
 from preprocessing.readers.disfa import DISFAReader

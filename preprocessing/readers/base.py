@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 from preprocessing.synth.layouts import bp4d, disfa, fer, videos
 from preprocessing.synth.spec import SynthSpec
 

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from clef_core.errors import ClefError
+from clef_core.common.errors import ClefError
 from preprocessing.folds import PARTS, pick_subjects
 
 SYNTH_DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet", "ferplus", "videos")

@@ -1,0 +1,415 @@
+"""Typed, frozen experiment configuration: one model per concern, composed into one.
+
+Defaults are the paper's (DESIGN.md); named presets in `presets/*.yaml` hold only their
+differences from these defaults; `--set a.b=value` overrides win over the preset. The resolved
+config is written beside every output and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clef_core.common.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parents[1] / "presets"
+DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    data_dir: Path = Path("data")  # shards, checkpoints, MLflow store, Prefect home live here
+    image_size: int = Field(224, ge=32, le=1024)  # side of the aligned face crop in the shards
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.data_dir / "shards"
+
+
+class InlineCLIPConfig(_Frozen):
+    """A small open_clip CLIP, for CPU runs (fields map onto open_clip's CLIPVision/TextCfg)."""
+
+    embed_dim: int = Field(64, ge=8)  # joint embedding width
+    image_size: int = Field(64, ge=16)  # model input side in pixels
+    patch_size: int = Field(8, ge=2)  # ViT patch side
+    vision_width: int = Field(128, ge=16)  # ViT width (ResNet: stem width)
+    # ViT depth; a list of 4 block counts builds open_clip's ModifiedResNet instead (CLIP's
+    # RN50 family): convolutions learn local appearance from little data far better.
+    vision_layers: int | tuple[int, int, int, int] = 4
+    vision_head_width: int = Field(32, ge=8)  # width per attention head
+    text_width: int = Field(64, ge=16)  # text transformer width
+    text_layers: int = Field(2, ge=1)  # text transformer depth
+    text_heads: int = Field(2, ge=1)  # text attention heads
+    context_length: int = Field(77, ge=8)  # tokens per text
+
+    @model_validator(mode="after")
+    def _divisible(self) -> InlineCLIPConfig:
+        if isinstance(self.vision_layers, tuple):
+            if self.image_size % 32 or min(self.vision_layers) < 1:
+                raise ValueError(
+                    f"a ResNet needs image_size a multiple of 32 and >= 1 block per stage "
+                    f"(got {self.image_size}, {list(self.vision_layers)})"
+                )
+        elif self.vision_layers < 1:
+            raise ValueError(f"vision_layers must be >= 1 (got {self.vision_layers})")
+        elif self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        return self
+
+
+class ModelConfig(_Frozen):
+    # open_clip architecture name; the paper's ViT-B/16 with FaRL needs QuickGELU, so the
+    # default is open_clip's `ViT-B-16-quickgelu` (plain `ViT-B-16` loads FaRL's keys but
+    # computes a different activation). "inline" builds the model from `inline` instead.
+    arch: str = "ViT-B-16-quickgelu"
+    inline: InlineCLIPConfig | None = None  # the small CLIP built when arch is "inline"
+    quick_gelu: bool = True  # activation of an inline model (FaRL/OpenAI weights use QuickGELU)
+    init_weights: Path | None = None  # FaRL or OpenAI CLIP checkpoint; None = random init
+    # What the image tower sees. "clip": CLIP's mean/std-normalised RGB (the paper; pretrained
+    # weights expect it). "per_image_gray": each image turned grey and standardised to zero
+    # mean and unit variance, which hides skin tone, lighting and contrast: a small model
+    # trained from scratch on a few subjects otherwise learns who it sees instead of which
+    # action units (measured on the synthetic BP4D: README, "Training from scratch").
+    input_norm: Literal["clip", "per_image_gray"] = "clip"
+
+    @model_validator(mode="after")
+    def _inline_matches_arch(self) -> ModelConfig:
+        if (self.arch == "inline") != (self.inline is not None):
+            raise ValueError("set arch: inline together with an inline: {...} model, or neither")
+        return self
+
+    @property
+    def image_size(self) -> int:
+        return self.inline.image_size if self.inline else 224
+
+
+class AugmentConfig(_Frozen):
+    # The paper names the kinds (random cropping, horizontal flipping, random rotation), not
+    # their amounts: these values are ours.
+    crop_scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)  # horizontal flip probability
+    rotation_deg: float = Field(10.0, ge=0.0, le=90.0)  # uniform in [-deg, deg]
+
+    @model_validator(mode="after")
+    def _crop_range(self) -> AugmentConfig:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got ({lo}, {hi})")
+        return self
+
+
+class Stage1Config(_Frozen):
+    """Activity-supervised cross-modal contrastive pre-training (Eq. 1-2)."""
+
+    epochs: int = Field(5, ge=0)  # 0 switches stage 1 off (ablation PI)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    batch_size: int = Field(64, ge=2)
+    # Ours: not given in the paper; a usual CLIP fine-tuning rate.
+    lr: float = Field(5e-5, gt=0.0)
+    min_lr: float = Field(1e-6, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    temperature: float = Field(0.25, gt=0.0)  # eps in Eq. 1, fixed
+    weight_image_image: float = Field(1.0, ge=0.0)  # L_II; 0 switches it off
+    weight_image_activity: float = Field(1.0, ge=0.0)  # L_IA; 0 = ablation without PA
+    augment: AugmentConfig = AugmentConfig()
+    # BP4D+ only (the paper: "equally sample 480,000 frames ... by 10 activity categories"):
+    # at most this many frames per activity, all of an activity's where it has fewer; None =
+    # every frame. BP4D's stage 1 reads its coded frames, unbalanced (clef_core.training.selection).
+    frames_per_activity: int | None = Field(48_000, ge=1)
+    # Batches per epoch; None = one pass over the data. More than a pass holds: the data is
+    # passed over again (ours; the demo's fixed budget of steps).
+    steps_per_epoch: int | None = Field(None, ge=1)
+
+
+_PAPER_LR = {
+    "bp4d": 2e-4,
+    "bp4d_plus": 2e-4,
+    "affectnet7": 2e-4,
+    "affectnet8": 2e-4,
+    "rafdb": 2e-4,
+    "disfa": 1e-4,
+    "ferplus": 1e-4,
+}
+
+
+class Stage2Config(_Frozen):
+    """Fine-tuning with label names (N) and descriptions (D) (Eq. 3-6)."""
+
+    # Ours: the paper gives stage 2's batch size (64), optimizer (AdamW) and learning rates,
+    # not its epochs, weight decay or schedule. We use 10 epochs and stage 1's schedule and
+    # decay (1 warm-up epoch, cosine to 1e-6, AdamW weight decay 0.01).
+    epochs: int = Field(10, ge=1)  # ours
+    warmup_epochs: float = Field(1.0, ge=0.0)  # ours
+    batch_size: int = Field(64, ge=2)
+    lr: dict[str, float] = _PAPER_LR  # per dataset, the paper's values
+    min_lr: float = Field(1e-6, ge=0.0)  # ours (stage 1's)
+    weight_decay: float = Field(0.01, ge=0.0)  # ours (stage 1's)
+    lam: float = Field(2.0, ge=0.0)  # lambda in Eq. 6, the weight of L_IN
+    weight_dn: float = Field(1.0, ge=0.0)  # weight of L_DN; 0 = ablation without D
+    # "names": classes are text features of their names (N); "linear": a linear head on the
+    # image feature with plain weighted CE/BCE (ablation without N and D).
+    head: Literal["names", "linear"] = "names"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # AU present when sigmoid(s) > threshold
+    # 1/tau at the start (CLIP's initial value). Ours: it overwrites the logit scale loaded
+    # with the initial weights (FaRL's / CLIP's own learned one); the paper says only that
+    # tau is learnable.
+    logit_scale_init: float = Field(1 / 0.07, gt=0.0)
+    logit_scale_max: float = Field(100.0, gt=0.0)  # clamp of 1/tau, as CLIP
+    augment: AugmentConfig = AugmentConfig(crop_scale=(0.9, 1.0), rotation_deg=5.0)  # ours
+    # As stage 1's: batches per epoch, passing over the data again when needed.
+    steps_per_epoch: int | None = Field(None, ge=1)
+    eval_every_epoch: bool = False  # held-out metrics after every epoch, not just the last
+
+    def lr_for(self, dataset: str) -> float:
+        if dataset not in self.lr:
+            raise ConfigError(f"stage2.lr has no learning rate for dataset {dataset!r}")
+        return self.lr[dataset]
+
+
+class ComputeConfig(_Frozen):
+    ray_address: str | None = None  # None = a local Ray instance; "auto" or ray://host:port
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # < 1 leaves CPUs for Ray Data on small hosts
+    gpus_per_worker: float = Field(1.0, gt=0.0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 autocast on CUDA
+    max_failures: int = Field(2, ge=0)  # worker restarts before a run fails
+    data_cpus: float = Field(1.0, gt=0.0)  # CPUs per Ray Data decode task
+    # Decode tasks running at once (None = as many as the CPUs allow); on a 2-core machine a
+    # few warm processes beat many that each import torch.
+    data_concurrency: int | None = Field(None, ge=1)
+    # Training rows each worker mixes before batching (0: stream order). Shards hold one
+    # sequence each, in frame order, so without it a batch is a few seconds of one subject
+    # in one task (stage 1's activity contrast then has no negatives). Files are also read in
+    # a new random order every epoch. Memory: rows x a decoded, augmented row (64 px: ~100 KB
+    # for stage 1's two views; 224 px: ~1.2 MB). Long real sequences want a larger buffer.
+    shuffle_buffer: int = Field(1024, ge=0)
+    # Ours: decode each dataset's shards once into uint8 arrays at the model's source size
+    # (`<data_dir>/cache/`) and feed the workers from memory, instead of reading and decoding
+    # the shards in Ray Data tasks every epoch. For data that fits in memory (64 px: ~15 KB a
+    # frame); the same batches either way (clef_core.training.data).
+    cache_decoded: bool = False
+    concurrent_units: int = Field(1, ge=1)  # trainings the flow runs at once (>1 on a cluster)
+
+
+class TrackingConfig(_Frozen):
+    mlflow_uri: str | None = None  # None = sqlite:///<data_dir>/mlflow.db
+    experiment_prefix: str = "clef"  # experiments are "<prefix>-<protocol>"
+    register_model: bool = True  # register the stage-2 model in the MLflow registry
+
+
+class ProtocolConfig(_Frozen):
+    # The paper's Tables 2-5: AffectNet-7 and AffectNet-8 are two protocols (7 classes, and 8
+    # with contempt) read from the one AffectNet release.
+    datasets: list[str] = [
+        "bp4d", "disfa", "bp4d_plus", "rafdb", "affectnet7", "affectnet8", "ferplus"
+    ]  # fmt: skip
+    folds: list[int] | None = None  # fold numbers from 1; None = every fold of each dataset
+
+    @model_validator(mode="after")
+    def _known(self) -> ProtocolConfig:
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
+        return self
+
+
+class ExperimentConfig(_Frozen):
+    preset: str = "default"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    compute: ComputeConfig = ComputeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    protocol: ProtocolConfig = ProtocolConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat(self) -> dict[str, str]:
+        """Dotted key -> value string, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def known_presets() -> list[str]:
+    return sorted(["default", *(p.stem for p in PRESET_DIR.glob("*.yaml"))])
+
+
+def _deep_merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`stage1.epochs=1` -> {"stage1": {"epochs": 1}}; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected an override like stage1.epochs=1, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: dict[str, Any] = {}
+    cursor = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def _format_error(err: ValidationError) -> str:
+    messages = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            messages.append(f"{field}: unknown setting")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            messages.append(f"{field}: {e['msg'].removeprefix('Value error, ')}{shown}")
+    return "invalid config: " + "; ".join(messages)
+
+
+def load_config(
+    preset: str = "default", overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
+    """The defaults, then the preset's diff, then each `key=value` override, validated."""
+    if preset not in known_presets():
+        raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known_presets())}")
+    tree: dict[str, Any] = {"preset": preset}
+    if preset != "default":
+        diff = yaml.safe_load((PRESET_DIR / f"{preset}.yaml").read_text()) or {}
+        tree = _deep_merge(tree, diff)
+    for text in overrides:
+        tree = _deep_merge(tree, parse_override(text))
+    try:
+        cfg = ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    if preset == "paper" and cfg.model.init_weights is None:
+        warn_from_scratch()
+    return cfg
+
+
+FROM_SCRATCH = (
+    "preset 'paper' without initial weights: the ViT-B/16 trains FROM SCRATCH, not from FaRL "
+    "as in the paper; give --set model.init_weights=PATH (FaRL's checkpoint; none can be "
+    "downloaded here)"
+)
+_warned: set[str] = set()
+
+
+def warn_from_scratch() -> None:
+    """One clear warning line per process (every row and command loads the config again)."""
+    if FROM_SCRATCH not in _warned:
+        _warned.add(FROM_SCRATCH)
+        logging.getLogger(__name__).warning(FROM_SCRATCH)
+
+
+def save_config(config: ExperimentConfig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_yaml())
+    return path
+
+
+def read_config(path: Path) -> ExperimentConfig:
+    """Load a resolved config written by `save_config`."""
+    try:
+        return ExperimentConfig.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: " + _format_error(err)) from None
+
+
+# Table 6's rows as config overrides, one per row of the paper, named by the paper's
+# components. PI = stage 1 runs (L_II); PA = stage 1 also uses the activity text (L_IA);
+# N = classes are text features of label names (L_IN on the names head; without N the image
+# feature goes through a linear head with plain weighted CE/BCE, and the text tower is unused);
+# D = L_DN on the descriptions. The image encoder I is in every row. Each switch changes a
+# loss weight or the head, never a separate code path. The CLIP and FaRL rows are the same
+# training (no stage 1) from different initial weights (`ABLATION_WEIGHTS`); the CLEF rows
+# start from FaRL, as the paper's do.
+_NO_STAGE1 = ("stage1.epochs=0",)
+_NO_PA = ("stage1.weight_image_activity=0",)
+_NO_N = ("stage2.head=linear", "stage2.weight_dn=0")
+_NO_D = ("stage2.weight_dn=0",)
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "CLIP-I": (*_NO_STAGE1, *_NO_N),
+    "CLIP-I+N": (*_NO_STAGE1, *_NO_D),
+    "CLIP-I+N+D": _NO_STAGE1,
+    "FaRL-I": (*_NO_STAGE1, *_NO_N),
+    "FaRL-I+N": (*_NO_STAGE1, *_NO_D),
+    "FaRL-I+N+D": _NO_STAGE1,
+    "PI": (*_NO_PA, *_NO_N),
+    "PA+PI": _NO_N,
+    "PI+N": (*_NO_PA, *_NO_D),
+    "PA+PI+N": _NO_D,
+    "PI+N+D": _NO_PA,
+    "PA+PI+N+D": (),  # the full method
+}
+# Whose weights each row starts from in the paper: its CLIP rows from OpenAI's CLIP, the rest
+# from FaRL ("Model parameters are loaded from FaRL"). No weights file: from scratch.
+ABLATION_WEIGHTS: dict[str, Literal["CLIP", "FaRL"]] = {
+    name: "CLIP" if name.startswith("CLIP-") else "FaRL" for name in ABLATIONS
+}
+# Earlier names of the rows without stage 1 (kept so older commands and reports still read).
+ABLATION_ALIASES = {"baseline": "FaRL-I", "I": "FaRL-I", "N": "FaRL-I+N", "N+D": "FaRL-I+N+D"}
+
+
+def ablation_name(name: str) -> str:
+    """The row's canonical name (an earlier alias resolved); ConfigError if unknown."""
+    name = ABLATION_ALIASES.get(name, name)
+    if name not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {name!r}; known: all, {', '.join(ABLATIONS)}")
+    return name
+
+
+def ablation_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The rows asked for, canonical, each once, in the paper's order; "all" = every row."""
+    if "all" in names:
+        return list(ABLATIONS)
+    wanted = {ablation_name(n) for n in names}
+    return [n for n in ABLATIONS if n in wanted]
+
+
+def ablation_overrides(name: str) -> tuple[str, ...]:
+    return ABLATIONS[ablation_name(name)]
+
+
+def ablation_init_weights(
+    name: str, configured: Path | None, weights: dict[str, Path] | None = None
+) -> Path | None:
+    """The initial weights file of a row: `weights["clip"]` for the CLIP rows, and for the
+    others `weights["farl"]`, else the config's `model.init_weights` (which the paper's
+    preset documents as FaRL's). None = from scratch: no CLIP row ever starts from FaRL's."""
+    weights = weights or {}
+    if ABLATION_WEIGHTS[ablation_name(name)] == "CLIP":
+        return weights.get("clip")
+    return weights.get("farl", configured)

@@ -1,0 +1,3 @@
+"""Where results go: MLflow logging through a local spool (runbook), plots, the results report and
+the paper's figures.
+"""

@@ -1,0 +1,1 @@
+"""Tests of the flows package (CLI, stack, end to end)."""

@@ -1,0 +1,1 @@
+"""Tests of clef_core.tracking."""
