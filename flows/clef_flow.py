@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from clef_core.common.errors import ClefError
 from clef_core.common.runtime import configure_process
+from clef_core.common.storage import Where, location, upload_shards
 from clef_core.method.config import (
     DATASETS,
     ExperimentConfig,
@@ -96,15 +97,22 @@ def synthetic_data(out: Path, preset: str) -> Path:
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_is_io_error)
-def preprocess(dataset: str, root: Path, shard_dir: Path, image_size: int) -> dict[str, Any]:
-    """Aligned-face shards of one dataset (finished shards are skipped)."""
+def preprocess(
+    dataset: str, root: Path, shard_dir: Where, image_size: int, staging: Path
+) -> dict[str, Any]:
+    """Aligned-face shards of one dataset (finished shards are skipped). Shards at a URI are
+    written in `staging` (this machine's <data_dir>/shards) and then copied there, the
+    manifest last (ours: preprocessing itself writes local files, README "Orchestration")."""
     from preprocessing.distributed import run_sequences
     from preprocessing.pipeline import PreprocessOptions, finish
     from preprocessing.pipeline import plan as plan_sequences
 
-    opts = PreprocessOptions(dataset, root, shard_dir, image_size)
+    target = location(shard_dir)
+    opts = PreprocessOptions(dataset, root, target.local or staging, image_size)
     sequences, issues = plan_sequences(opts)
     manifest = finish(opts, run_sequences(opts, sequences, show_progress=False), issues)
+    if target.local is None:
+        upload_shards(staging / dataset, target / dataset)
     get_run_logger().info(
         "%s: %d frames, %d without a face", dataset, manifest["rows"], manifest["no_face"]
     )
@@ -440,7 +448,11 @@ def _reproduce(params: ReproductionParams) -> str | State:
             roots = {d: synth / folder for d, folder in READER_ROOTS.items()} | roots
         shards = {
             d: preprocess.with_options(task_run_name=f"preprocess-{d}").submit(
-                d, roots[d], main.data.shard_dir, main.data.image_size
+                d,
+                roots[d],
+                main.data.shard_dir,
+                main.data.image_size,
+                main.data.data_dir / "shards",
             )
             for d in sorted(needed)
         }

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clef_core.common.errors import ConfigError
+from clef_core.common.storage import Location, has_scheme, location
 
 PRESET_DIR = Path(__file__).parents[1] / "presets"
 DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
@@ -25,12 +26,35 @@ class _Frozen(BaseModel):
 
 
 class DataConfig(_Frozen):
-    data_dir: Path = Path("data")  # shards, checkpoints, MLflow store, Prefect home live here
+    # This machine's folder: logs, the MLflow SQLite store, Prefect's home, the tracking
+    # spool, the units' locks and local copies; by default the shards and results too.
+    data_dir: Path = Path("data")
+    # Where the shards are read from: a path or a URI (s3://bucket/clef/shards, any pyarrow or
+    # fsspec filesystem; `clef_core.common.storage`). None = <data_dir>/shards.
+    shards: str | None = None
+    # Where results are written: the units' folders (runs/: the unit cache) and Ray Train's
+    # storage (ray_results/); a path or URI. None = data_dir. A multi-node cluster needs one
+    # every node reaches (object storage or a shared file system).
+    storage: str | None = None
     image_size: int = Field(224, ge=32, le=1024)  # side of the aligned face crop in the shards
 
+    @model_validator(mode="after")
+    def _local_data_dir(self) -> DataConfig:
+        if has_scheme(str(self.data_dir)):
+            raise ValueError(
+                f"data.data_dir is this machine's folder, got {self.data_dir} (a URI): put the "
+                "shards and results in object storage with data.shards=<URI>/shards and "
+                "data.storage=<URI>"
+            )
+        return self
+
     @property
-    def shard_dir(self) -> Path:
-        return self.data_dir / "shards"
+    def shard_dir(self) -> Location:
+        return location(self.shards or self.data_dir / "shards")
+
+    @property
+    def storage_dir(self) -> Location:
+        return location(self.storage or self.data_dir)
 
 
 class InlineCLIPConfig(_Frozen):

@@ -12,11 +12,11 @@ trainer (`clef_core.training.local`) uses it too.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clef_core.common.errors import ClefError
+from clef_core.common.storage import Location, Where, location
 from clef_core.method.config import AugmentConfig
 
 COLUMNS = ["dataset", "subject", "task", "frame", "image", "au", "expression", "part", "face_found"]
@@ -52,11 +53,11 @@ def row_keys(subjects: Sequence, tasks: Sequence, frames: Sequence) -> np.ndarra
     ).reshape(-1)
 
 
-def read_manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
+def read_manifest(shard_dir: Where, dataset: str) -> dict[str, Any]:
     """A dataset's `manifest.json`, or one clear error when it has no shards yet."""
     import json
 
-    path = shard_dir / dataset / "manifest.json"
+    path = location(shard_dir) / dataset / "manifest.json"
     if not path.is_file():
         raise ClefError(
             f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"
@@ -64,30 +65,39 @@ def read_manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def shard_files(shard_dir: Path, dataset: str) -> list[str]:
-    return [str(shard_dir / dataset / n) for n in read_manifest(shard_dir, dataset)["shards"]]
+def shard_files(shard_dir: Where, dataset: str) -> list[Location]:
+    folder = location(shard_dir) / dataset
+    return [folder / n for n in read_manifest(shard_dir, dataset)["shards"]]
 
 
-def verify_shards(shard_dir: Path, dataset: str) -> None:
+def read_table(file: Location, columns: list[str]) -> pa.Table:
+    """Columns of one shard, on whatever filesystem it is."""
+    return pq.read_table(file.path, columns=columns, filesystem=file.fs)
+
+
+def verify_shards(shard_dir: Where, dataset: str) -> None:
     """Every shard the manifest lists opens (its Parquet footer: seconds, no data read), has
     the size and rows the manifest recorded for it, and together they hold the manifest's
     rows; otherwise one error naming the bad shards and the command that rebuilds them
     (`clef preprocess` treats such a shard as not done)."""
+    shard_dir = location(shard_dir)
     manifest = read_manifest(shard_dir, dataset)
     stats = manifest.get("shard_stats", {})  # absent in manifests written before it
     unreadable, changed, rows = [], [], 0
     for name in manifest["shards"]:
         path = shard_dir / dataset / name
         try:
-            n = pq.ParquetFile(path).metadata.num_rows
+            with path.open() as f:
+                n = pq.ParquetFile(f).metadata.num_rows
+            size = path.size()
         except (OSError, pa.ArrowInvalid) as err:  # missing, truncated, not Parquet
             unreadable.append(f"{name} ({str(err).splitlines()[0]})")
             continue
         rows += n
         want = stats.get(name)
-        if want and (want["bytes"], want["rows"]) != (path.stat().st_size, n):
+        if want and (want["bytes"], want["rows"]) != (size, n):
             changed.append(
-                f"{name} ({path.stat().st_size} bytes, {n} rows; recorded "
+                f"{name} ({size} bytes, {n} rows; recorded "
                 f"{want['bytes']} bytes, {want['rows']} rows)"
             )
     if not unreadable and not changed and rows == manifest["rows"]:
@@ -127,7 +137,8 @@ def shrink(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.stack([cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA) for im in rgb])
 
 
-def _cache_path(shard_dir: Path, dataset: str, side: int) -> Path:
+def _cache_path(shard_dir: Where, dataset: str, side: int) -> Location:
+    """Next to the shards (`<shards>/../cache/`), wherever they are."""
     import hashlib
     import json
 
@@ -136,19 +147,17 @@ def _cache_path(shard_dir: Path, dataset: str, side: int) -> Path:
         [CACHE_FORMAT, manifest["input_hash"], manifest["rows"], manifest.get("code_version")]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return shard_dir.parent / "cache" / f"{dataset}-{side}px-{digest}.npz"
+    return location(shard_dir).parent / "cache" / f"{dataset}-{side}px-{digest}.npz"
 
 
-def decoded_arrays(shard_dir: Path, dataset: str, side: int) -> dict[str, np.ndarray]:
+def decoded_arrays(shard_dir: Where, dataset: str, side: int) -> dict[str, np.ndarray]:
     """Every row of `dataset`'s shards decoded to uint8 [N, side, side, 3] with its columns,
     built on first use (threads: OpenCV releases the GIL) and then read from the cache."""
     path = _cache_path(shard_dir, dataset, side)
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
+        with path.open() as f, np.load(f, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    table = pa.concat_tables(
-        [pq.read_table(f, columns=COLUMNS) for f in shard_files(shard_dir, dataset)]
-    )
+    table = pa.concat_tables([read_table(f, COLUMNS) for f in shard_files(shard_dir, dataset)])
     images = table["image"].to_pylist()
     chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -169,10 +178,9 @@ def decoded_arrays(shard_dir: Path, dataset: str, side: int) -> dict[str, np.nda
             table["subject"].to_pylist(), table["task"].to_pylist(), table["frame"].to_pylist()
         ),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)  # atomic: a concurrent unit reads a whole file or builds its own
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())  # whole: a concurrent unit reads it all or builds its own
     return arrays
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from clef_core.common.storage import Where
 from clef_core.training.cache import COLUMNS, decode_jpegs, row_keys, shard_files, shrink
 
 
@@ -49,7 +49,7 @@ def keep_rows(
 
 
 def load_split(
-    shard_dir: Path,
+    shard_dir: Where,
     dataset: str,
     parts: Sequence[int] | None = None,
     labels: str | None = None,
@@ -65,7 +65,9 @@ def load_split(
         "RAY_DATA_USE_DATASOURCE_V2", "0"
     ) not in ("0", "false")
     shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
-    ds = ray.data.read_parquet(files, shuffle=shuffle).select_columns(COLUMNS)
+    ds = ray.data.read_parquet(
+        [f.path for f in files], filesystem=files[0].fs if files else None, shuffle=shuffle
+    ).select_columns(COLUMNS)
     return ds.map_batches(
         keep_rows,
         batch_format="pyarrow",

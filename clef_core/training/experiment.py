@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from clef_core.common.storage import Location, Where
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
 from clef_core.method.metrics import always_present_f1, au_auc, au_f1, confusion_matrix
@@ -61,7 +62,26 @@ class UnitResult:
 
 
 def unit_dir(cfg: ExperimentConfig, unit: Unit, key: str) -> Path:
-    return cfg.data.data_dir / "runs" / f"{unit.name}-{key}"
+    """The unit's folder on this machine: in the storage folder (by default the data dir), or,
+    when storage is a URI, its local copy under the data dir (`stored_unit_dir` is the store)."""
+    home = cfg.data.data_dir if cfg.data.storage is None else cfg.data.storage_dir.local
+    return (home or cfg.data.data_dir) / "runs" / f"{unit.name}-{key}"
+
+
+def stored_unit_dir(cfg: ExperimentConfig, unit: Unit, key: str) -> Location | None:
+    """Where the unit is kept when storage is a URI (object storage); None when the local
+    folder is the store."""
+    store = cfg.data.storage_dir
+    return None if store.local is not None else store / "runs" / f"{unit.name}-{key}"
+
+
+def ray_storage(cfg: ExperimentConfig) -> Where:
+    """Ray Train's storage (each run's reported checkpoints): every worker writes there."""
+    return (
+        cfg.data.data_dir / "ray_results"
+        if cfg.data.storage is None
+        else cfg.data.storage_dir / "ray_results"
+    )
 
 
 def key_of(cfg: ExperimentConfig, unit: Unit) -> str:
@@ -75,7 +95,32 @@ def key_of(cfg: ExperimentConfig, unit: Unit) -> str:
 def cached_result(cfg: ExperimentConfig, unit: Unit) -> UnitResult | None:
     """The unit's cached result when it and its checkpoint open whole, else None (a damaged
     one is reported in one line)."""
-    return _reusable(unit_dir(cfg, unit, key_of(cfg, unit)), unit.name)
+    key = key_of(cfg, unit)
+    folder = unit_dir(cfg, unit, key)
+    return _reusable(folder, unit.name) or _fetched(
+        stored_unit_dir(cfg, unit, key), folder, unit.name
+    )
+
+
+def _fetched(stored: Location | None, folder: Path, name: str) -> UnitResult | None:
+    """The unit's result from object storage, copied into `folder` (its result last, so a
+    copy cut short is never taken for a finished unit), when the store has one."""
+    if stored is None or not (stored / "result.json").is_file():
+        return None
+    log.info("%s: reusing its result from %s", name, stored)
+    shutil.rmtree(folder, ignore_errors=True)
+    stored.get(folder, skip=("result.json",))
+    _write_atomic(folder / "result.json", (stored / "result.json").read_text())
+    return _reusable(folder, name)
+
+
+def _store(folder: Path, stored: Location | None) -> None:
+    """The finished unit to object storage: its files, then its result (the mark of a
+    finished unit there too)."""
+    if stored is not None:
+        stored.delete()  # an older, damaged copy
+        stored.put(folder, skip=("result.json", "result.damaged.json"))
+        (stored / "result.json").write_bytes((folder / "result.json").read_bytes())
 
 
 def _reusable(folder: Path, name: str) -> UnitResult | None:
@@ -88,6 +133,8 @@ def _reusable(folder: Path, name: str) -> UnitResult | None:
         return None
     try:
         result = UnitResult.read(done)
+        # Always `checkpoint/` beside it: a result written on another machine names its path.
+        result.checkpoint = str(folder / "checkpoint")
         problem = checkpoint_problem(Path(result.checkpoint))
     except (OSError, ValueError, TypeError) as err:  # cut short, not JSON, other fields
         problem = f"{done}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -180,8 +227,11 @@ def run_unit(
     tags = {"clef.unit": unit.name, "clef.stage": str(unit.stage), "clef.key": key}
     if unit.fold is not None:
         tags["clef.fold"] = str(unit.fold)
-    with unit_lock(folder, unit.name):  # one run at a time trains this unit
-        result = _reusable(folder, unit.name)
+    stored = stored_unit_dir(cfg, unit, key)
+    # One run at a time trains this unit. The lock is a local file (an flock): with storage
+    # at a URI it keeps the runs of this machine (this data dir) apart, not other machines'.
+    with unit_lock(folder, unit.name):
+        result = _reusable(folder, unit.name) or _fetched(stored, folder, unit.name)
         if result is None:
             return _train_unit(cfg, unit, book, init, key, folder, tags)
     result.cached = True
@@ -218,6 +268,7 @@ def _train_unit(
     from clef_core.training.ray_train import StageJob, run_stage
 
     done = folder / "result.json"
+    stored = stored_unit_dir(cfg, unit, key)
     start = time.perf_counter()
     run_id = _child(book, unit, tags) if book else None
     try:
@@ -229,16 +280,17 @@ def _train_unit(
             datasets=(unit.dataset,),
             train_parts=unit.train_parts,
             test_parts=unit.test_parts,
-            init_from=init.checkpoint if init else None,
+            init_from=_init_from(cfg, unit, init),
             name=f"{unit.name}-{key}",
         )
         stage = run_stage(
-            cfg, job, cfg.data.data_dir / "ray_results", book.uri if book and run_id else None,
-            run_id,
+            cfg, job, ray_storage(cfg), book.uri if book and run_id else None, run_id
         )  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         shutil.copytree(stage.checkpoint, folder / "checkpoint")
+        if stored is not None:  # the download of the remote checkpoint: copied, not needed
+            shutil.rmtree(stage.checkpoint, ignore_errors=True)
         metrics = {k: float(v) for k, v in stage.metrics.items() if k != "epoch"}
         extra: dict[str, float] = {}
         if unit.stage == 2:
@@ -256,6 +308,7 @@ def _train_unit(
         result.seconds = time.perf_counter() - start
         # The result first: nothing below (tracking) can keep a trained unit from its cache.
         _write_atomic(done, json.dumps(asdict(result), indent=1))
+        _store(folder, stored)
         if book and run_id and unit.stage == 2:
             # what the workers could not compute (the FER baseline)
             book.tracker(run_id).log_metrics(extra, step=int(stage.metrics.get("epoch", 0)))
@@ -268,6 +321,15 @@ def _train_unit(
     if book and run_id:
         book.finish(run_id)
     return result
+
+
+def _init_from(cfg: ExperimentConfig, unit: Unit, init: UnitResult | None) -> str | None:
+    """The init unit's checkpoint as the workers read it: its URI when storage is one (every
+    node reaches it), else its local folder."""
+    if init is None or unit.init is None:
+        return init.checkpoint if init else None
+    stored = stored_unit_dir(cfg, unit.init, init.key)
+    return init.checkpoint if stored is None else (stored / "checkpoint").full_uri
 
 
 def _log_stage2(

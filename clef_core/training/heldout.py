@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clef_core.common.errors import ClefError
+from clef_core.common.storage import Where
 from clef_core.method.checkpoint import label_space_of, read_meta
 from clef_core.method.labels import LabelSpace
 from clef_core.method.metrics import majority_class
 from clef_core.method.steps import Predictions, metrics_of
-from clef_core.training.cache import row_key, shard_files
+from clef_core.training.cache import read_table, row_key, shard_files
 from clef_core.training.data import keep_rows
 
 log = logging.getLogger(__name__)
@@ -37,17 +38,17 @@ def _label_column(space: LabelSpace) -> str:
 
 
 def _split(
-    shard_dir: Path, dataset: str, parts: tuple[int, ...] | None, column: str, ids: bool
+    shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, column: str, ids: bool
 ) -> pa.Table:
     """A split's id and label columns (as `data.load_split` keeps them), straight from the
     shards: milliseconds, no Ray job."""
     names = ["subject", "task", "frame", "part", column] if ids else ["part", column]
-    tables = [pq.read_table(f, columns=names) for f in shard_files(shard_dir, dataset)]
+    tables = [read_table(f, names) for f in shard_files(shard_dir, dataset)]
     return keep_rows(pa.concat_tables(tables), parts, column)
 
 
 def training_majority(
-    shard_dir: Path, dataset: str, parts: tuple[int, ...] | None, n_classes: int
+    shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, n_classes: int
 ) -> int:
     """The most frequent expression among the training split's labelled rows (ours: the FER
     baseline; chosen from training labels only)."""
@@ -56,7 +57,7 @@ def training_majority(
 
 
 def identities(
-    shard_dir: Path, dataset: str, parts: tuple[int, ...] | None, space: LabelSpace
+    shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, space: LabelSpace
 ) -> dict[int, tuple[str, str | None, int]]:
     """Row key -> (subject, task, frame) over the labelled rows of `parts`."""
     rows = _split(shard_dir, dataset, parts, _label_column(space), ids=True)
@@ -133,7 +134,7 @@ def write_held_out(
     pred: Predictions,
     space: LabelSpace,
     out: Path,
-    shard_dir: Path,
+    shard_dir: Where,
     dataset: str,
     train_parts: tuple[int, ...] | None,
     test_parts: tuple[int, ...] | None,
@@ -156,7 +157,7 @@ def write_held_out(
 def save_held_out(
     checkpoint: Path,
     out: Path,
-    shard_dir: Path,
+    shard_dir: Where,
     dataset: str,
     train_parts: tuple[int, ...] | None,
     test_parts: tuple[int, ...] | None,

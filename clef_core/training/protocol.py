@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from clef_core.common.errors import ClefError
+from clef_core.common.storage import Where
 from clef_core.method.config import ExperimentConfig
 from clef_core.tracking.paper import MEANS
 from clef_core.training.cache import read_manifest
@@ -127,7 +127,7 @@ def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, A
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_manifests(shard_dir: Path, datasets: set[str]) -> dict[str, dict[str, Any]]:
+def read_manifests(shard_dir: Where, datasets: set[str]) -> dict[str, dict[str, Any]]:
     return {d: read_manifest(shard_dir, d) for d in sorted(datasets)}
 
 

@@ -24,6 +24,7 @@ import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
 from clef_core.common.runtime import configure_process
+from clef_core.common.storage import Where, local_copy, location
 from clef_core.method.augment import batch_generator, model_views
 from clef_core.method.checkpoint import load_weights, read_meta, save_checkpoint, save_predictions
 from clef_core.method.config import ExperimentConfig
@@ -45,6 +46,7 @@ from clef_core.training.cache import (
     cached_split,
     decoded_arrays,
     read_manifest,
+    read_table,
     shard_files,
     source_size,
 )
@@ -73,7 +75,7 @@ class StageResult:
     metrics: dict[str, float]
 
 
-def activities_of(shard_dir: Path, datasets: tuple[str, ...]) -> list[tuple[str, str]]:
+def activities_of(shard_dir: Where, datasets: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every (dataset, task) with rows, in a fixed order: the stage-1 activity labels."""
     out = []
     for d in datasets:
@@ -82,25 +84,21 @@ def activities_of(shard_dir: Path, datasets: tuple[str, ...]) -> list[tuple[str,
     return out
 
 
-def label_space_of(shard_dir: Path, dataset: str) -> LabelSpace:
+def label_space_of(shard_dir: Where, dataset: str) -> LabelSpace:
     m = read_manifest(shard_dir, dataset)
     return LabelSpace.aus(m["au_ids"]) if m["au_ids"] else LabelSpace.expressions(m["classes"])
 
 
-def _rows_in(shard_dir: Path, dataset: str, parts: tuple[int, ...] | None) -> int:
+def _rows_in(shard_dir: Where, dataset: str, parts: tuple[int, ...] | None) -> int:
     per_part = read_manifest(shard_dir, dataset)["rows_per_part"]
     return sum(n for p, n in per_part.items() if parts is None or int(p) in parts)
 
 
-def _class_weights(shard_dir: Path, job: StageJob, space: LabelSpace) -> list[float]:
+def _class_weights(shard_dir: Where, job: StageJob, space: LabelSpace) -> list[float]:
     """From the training split's label frequencies (clef_core.method.weights); the label columns are
     read straight from the shards (no images, no Ray job: milliseconds)."""
-    import pyarrow.parquet as pq
-
     column = "au" if space.kind == "au" else "expression"
-    tables = [
-        pq.read_table(f, columns=["part", column]) for f in shard_files(shard_dir, job.datasets[0])
-    ]
+    tables = [read_table(f, ["part", column]) for f in shard_files(shard_dir, job.datasets[0])]
     rows = keep_rows(pa.concat_tables(tables), job.train_parts, column)
     values = np.array(rows[column].to_pylist())
     if space.kind == "au":
@@ -126,8 +124,9 @@ def train_loop(config: dict[str, Any]) -> None:
     )
     if job.stage == 2 and cfg.stage2.head == "linear" and space is not None:
         model.set_linear_head(space.n)
-    if job.init_from:
-        load_weights(Path(job.init_from), model, strict=False)
+    if job.init_from:  # a local folder or a URI every node reads (clef_core.common.storage)
+        with local_copy(job.init_from) as init_dir:
+            load_weights(init_dir, model, strict=False)
     model.to(device)
     tok = tokenizer_for(cfg.model)
     lr = cfg.stage1.lr if job.stage == 1 else cfg.stage2.lr_for(job.datasets[0])
@@ -211,11 +210,12 @@ def train_loop(config: dict[str, Any]) -> None:
 def run_stage(
     cfg: ExperimentConfig,
     job: StageJob,
-    storage: Path,
+    storage: Where,
     tracking_uri: str | None = None,
     run_id: str | None = None,
 ) -> StageResult:
-    """Build the Ray Datasets for `job`, fit a TorchTrainer, return the final checkpoint."""
+    """Build the Ray Datasets for `job`, fit a TorchTrainer, return the final checkpoint (on
+    this machine: a download when `storage` is a URI)."""
     shard_dir = cfg.data.shard_dir
     stage_cfg = cfg.stage1 if job.stage == 1 else cfg.stage2
     size = cfg.model.image_size
@@ -280,6 +280,7 @@ def run_stage(
     loop_config["steps_per_epoch"] = stage_cfg.steps_per_epoch or max(
         1, rows // stage_cfg.batch_size
     )
+    store = location(storage)
     resources = {"CPU": cfg.compute.cpus_per_worker}
     if cfg.compute.use_gpu:
         resources["GPU"] = cfg.compute.gpus_per_worker
@@ -291,7 +292,9 @@ def run_stage(
         ),
         run_config=RunConfig(
             name=job.name,
-            storage_path=str(storage.resolve()),
+            # A URI: its filesystem (endpoint, credentials) travels to every worker.
+            storage_path=str(store.local or store.path),
+            storage_filesystem=None if store.local else store.fs,
             # The latest two, by time: a restart resumes from the last one, and the result is
             # the last epoch's model (no selection on held-out metrics, which only the last
             # epoch reports anyway).
@@ -304,4 +307,5 @@ def run_stage(
     result = trainer.fit()
     assert result.checkpoint is not None
     tracker_for(0, tracking_uri, run_id).log_metrics(selected, 0)
-    return StageResult(Path(result.checkpoint.path), dict(result.metrics or {}) | selected)
+    final = Path(result.checkpoint.path) if store.local else Path(result.checkpoint.to_directory())
+    return StageResult(final, dict(result.metrics or {}) | selected)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from clef_core.training.cache import row_keys, shard_files
+from clef_core.common.storage import Where
+from clef_core.training.cache import read_table, row_keys, shard_files
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +117,14 @@ def select_stage1(
 
 
 def stage1_rows(
-    shard_dir: Path, dataset: str, parts: Sequence[int] | None, frames_per_activity: int | None
+    shard_dir: Where, dataset: str, parts: Sequence[int] | None, frames_per_activity: int | None
 ) -> Stage1Rows:
     """`select_stage1` on a dataset's shards, from their id and label columns (seconds for
     BP4D+'s 1.5 M rows, no images read)."""
     policy = STAGE1_FRAMES.get(dataset, "all")
     names = ["subject", "task", "frame", "part"] + (["au"] if policy == "coded" else [])
     files = shard_files(shard_dir, dataset)
-    table = pa.concat_tables([pq.read_table(f, columns=names) for f in files])
+    table = pa.concat_tables([read_table(f, names) for f in files])
     tasks = table["task"].to_pylist()
     columns = {"task": np.asarray([t or "" for t in tasks], str), "part": table["part"].to_numpy()}
     if policy == "coded":
