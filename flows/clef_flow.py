@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from clef_core.common.errors import ClefError
 from clef_core.common.runtime import configure_process
-from clef_core.common.storage import Where, location, upload_shards
+from clef_core.common.storage import location, upload_shards
 from clef_core.method.config import (
     DATASETS,
     ExperimentConfig,
@@ -98,7 +98,7 @@ def synthetic_data(out: Path, preset: str) -> Path:
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_is_io_error)
 def preprocess(
-    dataset: str, root: Path, shard_dir: Where, image_size: int, staging: Path
+    dataset: str, root: Path, shard_dir: str | Path, image_size: int, staging: Path
 ) -> dict[str, Any]:
     """Aligned-face shards of one dataset (finished shards are skipped). Shards at a URI are
     written in `staging` (this machine's <data_dir>/shards) and then copied there, the
@@ -448,9 +448,10 @@ def _reproduce(params: ReproductionParams) -> str | State:
             roots = {d: synth / folder for d, folder in READER_ROOTS.items()} | roots
         shards = {
             d: preprocess.with_options(task_run_name=f"preprocess-{d}").submit(
+                # A path or URI string, not a Location: Prefect hashes a task's inputs.
                 d,
                 roots[d],
-                main.data.shard_dir,
+                main.data.shards or main.data.data_dir / "shards",
                 main.data.image_size,
                 main.data.data_dir / "shards",
             )
