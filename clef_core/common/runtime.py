@@ -73,6 +73,15 @@ def use_data_dir(data_dir: Path) -> Path:
     The MLflow store is not set here (for the whole process): each caller passes
     `default_tracking_uri(data_dir)` or its own URI explicitly.
     """
+    from clef_core.common.errors import ConfigError
+    from clef_core.common.storage import has_scheme
+
+    if has_scheme(str(data_dir)):  # `--data-dir s3://...`: Path() made it `s3:/...`
+        raise ConfigError(
+            f"--data-dir is this machine's folder, got {data_dir} (a URI): put the shards and "
+            "results in object storage with --set data.shards=<URI>/shards "
+            "--set data.storage=<URI>"
+        )
     root = data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))

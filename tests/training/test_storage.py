@@ -45,3 +45,11 @@ def test_config_keeps_the_data_dir_local(tmp_path: Path) -> None:
     assert moved.data.shard_dir.local is None and moved.data.shard_dir.uri == "memory://b/shards"
     with pytest.raises(ConfigError, match=r"data\.shards=<URI>/shards"):
         load_config("cpu-tiny", ["data.data_dir=s3://bucket/clef"])
+
+
+def test_a_uri_data_dir_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from clef_core.common.runtime import use_data_dir
+
+    with pytest.raises(ConfigError, match="this machine's folder"):
+        use_data_dir(Path("s3://bucket/clef"))  # what typer makes of --data-dir s3://...
+    assert not Path("s3:").exists()
