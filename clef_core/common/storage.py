@@ -125,7 +125,7 @@ class Location:
                 continue
             info = self.fs.get_file_info((self / rel).path) if changed_only else None
             if info is None or info.size != f.stat().st_size:
-                (self / rel).write_bytes(f.read_bytes())
+                self._copy(str(f), pafs.LocalFileSystem(), (self / rel).path, self.fs)
 
     def get(self, folder: Path, skip: tuple[str, ...] = ()) -> None:
         """Copy this folder's files into the local `folder` (names in `skip` left out)."""
@@ -133,7 +133,14 @@ class Location:
             if rel not in skip:
                 target = folder / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes((self / rel).read_bytes())
+                self._copy((self / rel).path, self.fs, str(target), pafs.LocalFileSystem())
+
+    @staticmethod
+    def _copy(source: str, source_fs: Any, target: str, target_fs: Any) -> None:
+        """One file, streamed in chunks (a checkpoint can be gigabytes); an object store's
+        upload completes at the end, so the object appears whole."""
+        target_fs.create_dir(posixpath.dirname(target), recursive=True)
+        pafs.copy_files(source, target, source_fs, target_fs)
 
 
 Where = str | os.PathLike[str] | Location  # what the functions taking a location accept
