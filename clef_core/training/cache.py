@@ -178,9 +178,16 @@ def decoded_arrays(shard_dir: Where, dataset: str, side: int) -> dict[str, np.nd
             table["subject"].to_pylist(), table["task"].to_pylist(), table["frame"].to_pylist()
         ),
     }
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path.write_bytes(buffer.getvalue())  # whole: a concurrent unit reads it all or builds its own
+    # Whole or not at all: a concurrent unit reads a whole file or builds its own.
+    if path.local is not None:  # atomic rename
+        path.local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.local.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path.local)
+    else:  # one upload, the object appears when it completes
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        path.write_bytes(buffer.getvalue())
     return arrays
 
 
