@@ -44,6 +44,20 @@ def s3(shard_dir: Path) -> Iterator[str]:
         yield endpoint
 
 
+def _own_train_workers() -> list[int]:
+    """Ray Train workers of this test's Ray instance (its raylet is this process's child):
+    other Ray instances on the machine are left alone."""
+    import psutil
+
+    def mine(pid: int) -> bool:
+        try:
+            return os.getpid() in [p.pid for p in psutil.Process(pid).parents()]
+        except psutil.Error:
+            return False
+
+    return [pid for pid in _train_workers() if mine(pid)]
+
+
 def _cfg(data_dir: Path, cache: bool) -> ExperimentConfig:
     return load_config(
         "cpu-tiny",
@@ -78,7 +92,7 @@ def test_units_train_from_and_to_object_storage(s3: str, tmp_path: Path, local_r
             break
         time.sleep(0.2)
     assert any(f.startswith("checkpoint_") for f in checkpoints.files()), f"none in S3: {out}"
-    victims = _train_workers()
+    victims = _own_train_workers()
     assert victims, "no Ray Train worker process found"
     os.kill(victims[0], signal.SIGKILL)
     thread.join(timeout=420)
