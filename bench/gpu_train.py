@@ -108,7 +108,7 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--budget-s", type=float, default=420.0, help="the whole run's time box")
+    p.add_argument("--budget-s", type=float, default=400.0, help="the whole run's time box")
     p.add_argument("--seconds", type=float, default=None, help="timed seconds per measurement")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per measurement")
     p.add_argument("--min-steps", type=int, default=None)
