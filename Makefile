@@ -53,7 +53,8 @@ test-fast: lint typecheck
 # What a GPU machine of the device tool lacks for bench/gpu_check.sh (it has Python 3.12 with
 # CUDA torch, numpy, pyarrow, OpenCV, timm, PyYAML, pytest), as wheels in .whl/ to carry there.
 GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 pydantic==2.14.4 \
-              pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+              pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+              typing-extensions==4.16.0
 gpu-wheels: $(STAMP)
 	$(BIN)/pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
 	  --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
