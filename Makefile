@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # old torch and numpy (README, "Face front end"). Nothing imports the package.
 MTCNN_WEIGHTS := facenet-pytorch==2.6.0
 
-.PHONY: install demo test test-fast lint typecheck browser clean
+.PHONY: install demo test test-fast lint typecheck browser clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ test: lint typecheck browser
 # Prefect/MLflow server) and train nothing long: `slow` and `server` tests are left out.
 test-fast: lint typecheck
 	$(BIN)/python -m pytest -m "not slow and not server" $(PYTEST_ARGS)
+
+# What a GPU machine of the device tool lacks for bench/gpu_check.sh (it has Python 3.12 with
+# CUDA torch, numpy, pyarrow, OpenCV, timm, PyYAML, pytest), as wheels in .whl/ to carry there.
+GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 pydantic==2.14.4 \
+              pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+              typing-extensions==4.16.0
+gpu-wheels: $(STAMP)
+	$(BIN)/pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+	  --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -23,7 +23,10 @@ def predict(
         "predictions"
     ),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    batch_size: Annotated[int, typer.Option(min=1, help="Faces scored per batch.")] = 32,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Faces scored per batch (default: 32 on cpu, 256 on cuda)."),
+    ] = None,
     every: Annotated[int, typer.Option(min=1, help="Predict every N-th frame.")] = 1,
     labels: Annotated[
         list[str] | None,
