@@ -32,7 +32,7 @@ from clef_core.method.model import ClefModel, tokenizer_for
 from clef_core.method.steps import Predictions, metrics_of, predict
 from clef_core.training.cache import cached_split, decoded_arrays, read_manifest, source_size
 from clef_core.training.local import column_batches, run_local_stage
-from clef_core.training.protocol import stage2_unit
+from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER, stage2_unit
 
 SEEN = ("happiness", "sadness", "surprise", "anger")  # ours: the BP4D activities' targets
 CPU = torch.device("cpu")
@@ -107,7 +107,7 @@ OnStep = Callable[[int, dict[str, float]], None]  # run_local_stage's per-step c
 
 def unseen_expressions(
     cfg: ExperimentConfig,
-    dataset: str = "rafdb",
+    dataset: str = ZEROSHOT_FER,
     seen: list[str] | None = None,
     on_step: OnStep | None = None,
 ) -> ZeroShotResult:
@@ -138,8 +138,8 @@ def unseen_expressions(
 
 def aus_to_expressions(
     cfg: ExperimentConfig,
-    au_dataset: str = "bp4d",
-    fer_dataset: str = "rafdb",
+    au_dataset: str = ZEROSHOT_AU,
+    fer_dataset: str = ZEROSHOT_FER,
     fold: int = 1,
     on_step: OnStep | None = None,
 ) -> ZeroShotResult:
@@ -160,8 +160,8 @@ def aus_to_expressions(
 
 def run_zeroshot(
     cfg: ExperimentConfig,
-    dataset: str = "rafdb",
-    au_dataset: str = "bp4d",
+    dataset: str = ZEROSHOT_FER,
+    au_dataset: str = ZEROSHOT_AU,
     seen: list[str] | None = None,
     on_step: OnStep | None = None,
 ) -> list[ZeroShotResult]:

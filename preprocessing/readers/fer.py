@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from clef_core.common.datasets import REGISTRY
 from preprocessing.decode import DecodeError, read_image
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 
@@ -47,15 +48,7 @@ class _ImageListReader(Reader):
 
 class RAFDBReader(_ImageListReader):
     name = "rafdb"
-    classes = (
-        "surprise",
-        "fear",
-        "disgust",
-        "happiness",
-        "sadness",
-        "anger",
-        "neutral",
-    )  # labels 1-7
+    classes = REGISTRY[name].classes  # labels 1-7
 
     def _index(self) -> list:
         path = self.root / "basic" / "EmoLabel" / "list_patition_label.txt"
@@ -88,15 +81,7 @@ class RAFDBReader(_ImageListReader):
 
 class AffectNet7Reader(_ImageListReader):
     name = "affectnet7"
-    classes: tuple[str, ...] = (
-        "neutral",
-        "happiness",
-        "sadness",
-        "surprise",
-        "fear",
-        "disgust",
-        "anger",
-    )
+    classes: tuple[str, ...] = REGISTRY[name].classes
 
     def _index(self) -> list:
         lists = self.root / "Manually_Annotated_file_lists"
@@ -138,7 +123,7 @@ class AffectNet7Reader(_ImageListReader):
 
 class AffectNet8Reader(AffectNet7Reader):
     name = "affectnet8"
-    classes = (*AffectNet7Reader.classes, "contempt")
+    classes = REGISTRY[name].classes  # AffectNet-7's and contempt
 
 
 class FERPlusReader(_ImageListReader):
@@ -146,16 +131,7 @@ class FERPlusReader(_ImageListReader):
     more than half of the remaining votes, else the image is dropped; unknown/NF dropped."""
 
     name = "ferplus"
-    classes = (
-        "neutral",
-        "happiness",
-        "surprise",
-        "sadness",
-        "anger",
-        "disgust",
-        "fear",
-        "contempt",
-    )
+    classes = REGISTRY[name].classes
     usage: ClassVar[dict[str, str]] = {
         "Training": "train",
         "PrivateTest": "test",
