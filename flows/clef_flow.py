@@ -106,9 +106,9 @@ def preprocess(dataset: str, root: Path, shard_dir: Path, image_size: int) -> di
     sequences, issues = plan_sequences(opts)
     manifest = finish(opts, run_sequences(opts, sequences, show_progress=False), issues)
     get_run_logger().info(
-        "%s: %d frames, %d without a face", dataset, manifest["rows"], manifest["no_face"]
+        "%s: %d frames, %d without a face", dataset, manifest.rows, manifest.no_face
     )
-    return {k: manifest[k] for k in ("dataset", "rows", "no_face", "input_hash")}
+    return manifest.model_dump(include={"dataset", "rows", "no_face", "input_hash"})
 
 
 _FITS: dict[int, threading.Semaphore] = {}

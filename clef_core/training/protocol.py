@@ -21,9 +21,9 @@ from typing import Any
 
 from clef_core.common.datasets import REGISTRY, of_task, record
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import Manifest, read_manifest
 from clef_core.method.config import ExperimentConfig
 from clef_core.tracking.paper import MEANS
-from clef_core.training.cache import read_manifest
 
 # Views of the registry (clef_core.common.datasets): each AU dataset's number of folds, the
 # FER datasets (one train/test split each).
@@ -121,20 +121,20 @@ def _config_part(cfg: ExperimentConfig, unit: Unit) -> dict[str, Any]:
 TRAINING_VERSION = 4
 
 
-def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, Any]]) -> str:
+def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, Manifest]) -> str:
     """A hash of the unit, its settings, its input shards and (recursively) its init unit."""
     m = manifests[unit.dataset]
     payload = {
         "unit": unit.name,
         "training": TRAINING_VERSION,
         "config": _config_part(cfg, unit),
-        "shards": [m["input_hash"], m["rows"], m["code_version"], m["image_size"]],
+        "shards": [m.input_hash, m.rows, m.code_version, m.image_size],
         "init": unit_key(cfg, unit.init, manifests) if unit.init else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_manifests(shard_dir: Path, datasets: set[str]) -> dict[str, dict[str, Any]]:
+def read_manifests(shard_dir: Path, datasets: set[str]) -> dict[str, Manifest]:
     return {d: read_manifest(shard_dir, d) for d in sorted(datasets)}
 
 
