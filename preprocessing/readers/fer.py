@@ -126,6 +126,17 @@ class AffectNet8Reader(AffectNet7Reader):
     classes = REGISTRY[name].classes  # AffectNet-7's and contempt
 
 
+def _gray48(values: list[str]) -> np.ndarray | None:
+    """A 48 x 48 uint8 image from FER2013's pixel values, None when they are not that."""
+    try:
+        pixels = np.array(values, str).astype(np.int64)
+    except ValueError:
+        return None
+    if pixels.size != 48 * 48 or pixels.min() < 0 or pixels.max() > 255:
+        return None
+    return pixels.astype(np.uint8).reshape(48, 48)
+
+
 class FERPlusReader(_ImageListReader):
     """Majority protocol: vote counts <= 1 are zeroed; the top class is the label when it holds
     more than half of the remaining votes, else the image is dropped; unknown/NF dropped."""
@@ -143,11 +154,20 @@ class FERPlusReader(_ImageListReader):
         if not (old.is_file() and new.is_file()):
             raise layout_error(self.name, self.root, "<root>/fer2013.csv and <root>/fer2013new.csv")
         with old.open(newline="") as f:
-            self.pixels = [r["pixels"] for r in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            if "pixels" not in (reader.fieldnames or ()):
+                raise layout_error(self.name, self.root, "a 'pixels' column in <root>/fer2013.csv")
+            self.pixels = [r["pixels"] or "" for r in reader]
         rows = []
         with new.open(newline="") as f:
             for i, row in enumerate(csv.DictReader(f)):
-                votes = np.array([float(row.get(c) or 0) for c in (*self.classes, "unknown", "NF")])
+                try:
+                    votes = np.array(
+                        [float(row.get(c) or 0) for c in (*self.classes, "unknown", "NF")]
+                    )
+                except ValueError:  # a bad label row: an issue, the others go on
+                    self.issues.add(f"{new}: row {i + 2} has a vote that is not a number")
+                    continue
                 votes[votes <= 1] = 0
                 top = int(votes.argmax())
                 if votes.sum() == 0 or top >= len(self.classes) or votes[top] <= votes.sum() / 2:
@@ -158,16 +178,13 @@ class FERPlusReader(_ImageListReader):
 
     def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         for index, (row, label, _, _) in enumerate(self._chunk(seq)):
-            values = self.pixels[int(row)].split()
-            if len(values) != 48 * 48:
-                yield FrameItem(
-                    index,
-                    None,
-                    expression=label,
-                    error=f"row {row}: {len(values)} pixels, expected 2304",
-                )
+            # fer2013new.csv labels the rows of fer2013.csv by position: a shorter one is bad input
+            values = self.pixels[int(row)].split() if int(row) < len(self.pixels) else []
+            gray = _gray48(values)
+            if gray is None:
+                error = f"fer2013.csv row {row}: expected 2304 pixel values 0-255, found {len(values)} values"
+                yield FrameItem(index, None, expression=label, error=error)
                 continue
-            gray = np.array(values, np.uint8).reshape(48, 48)
             yield FrameItem(
                 int(row), np.repeat(gray[..., None], 3, 2), expression=label, aligned=True
             )

@@ -252,3 +252,35 @@ def test_a_bug_inside_a_sequence_stops_the_run_instead_of_being_counted(
     monkeypatch.setattr(pipeline, "align_item", broken)
     with pytest.raises(TypeError, match="a programming error"):
         run_inline("video", synth_root / "videos", tmp_path)
+
+
+def test_bad_label_and_pixel_rows_are_counted_never_taken_for_bugs(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    """FERPlus's two CSVs: a vote that is not a number (a label-parsing error), a row whose
+    pixels are not 48 x 48 values 0-255, and a fer2013.csv cut shorter than the labels that
+    index it are bad inputs: listed and counted while every other image is written."""
+    from preprocessing.readers.fer import FERPlusReader
+
+    root = tmp_path / "FERPlus"
+    shutil.copytree(synth_root / "FERPlus", root)
+    kept = [int(r[0]) for r in FERPlusReader(root).rows]  # fer2013.csv rows with a label
+    bad_vote, bad_pixels, cut = kept[0], kept[1], kept[-3]
+    labels = (root / "fer2013new.csv").read_text().splitlines()
+    cells = labels[1 + bad_vote].split(",")
+    cells[-3] = "many"  # the contempt vote
+    labels[1 + bad_vote] = ",".join(cells)
+    (root / "fer2013new.csv").write_text("\n".join(labels) + "\n")
+    images = (root / "fer2013.csv").read_text().splitlines()
+    emotion, _, usage = images[1 + bad_pixels].split(",")
+    images[1 + bad_pixels] = f"{emotion},12 34 x,{usage}"
+    (root / "fer2013.csv").write_text("\n".join(images[: 1 + cut]) + "\n")  # rows >= cut gone
+
+    rows, manifest = run_inline("ferplus", root, tmp_path / "shards")
+    assert [m for m in manifest.issues if "not a number" in m] == [
+        f"{root / 'fer2013new.csv'}: row {bad_vote + 2} has a vote that is not a number"
+    ]
+    missing = 1 + sum(k >= cut for k in kept)  # the bad pixel row and the rows cut away
+    assert manifest.unreadable == missing and not manifest.failed_sequences
+    assert any(f"row {bad_pixels}: expected 2304" in m for m in manifest.unreadable_examples)
+    assert len(rows) == manifest.rows == len(kept) - 1 - missing
