@@ -61,10 +61,6 @@ class Dataset:
         """Number of folds: one per part, or the one train/test split."""
         return len(self.parts) or 1
 
-    @property
-    def labels(self) -> tuple[int, ...] | tuple[str, ...]:
-        return self.au_ids if self.task == "au" else self.classes
-
 
 # BP4D and DISFA parts used by JAA-Net and ME-GraphAU.
 _BP4D_PARTS = (
@@ -196,26 +192,24 @@ _RECORDS = (
 REGISTRY: dict[str, Dataset] = {}
 
 
-def register(record: Dataset) -> Dataset:
+def register(new: Dataset) -> Dataset:
     """Add a record (the ones above at import; a test may add one before importing the
     modules that read the registry). One clear error for a record that contradicts another."""
-    if record.name in REGISTRY:
-        raise ClefError(f"dataset {record.name!r} is registered twice")
-    if (record.task == "au") != bool(record.au_ids) or (record.task == "fer") != bool(
-        record.classes
-    ):
-        raise ClefError(f"dataset {record.name!r}: an AU dataset has au_ids, a FER one classes")
-    where = (record.synth_folder, record.synth_writer)
+    if new.name in REGISTRY:
+        raise ClefError(f"dataset {new.name!r} is registered twice")
+    if (new.task == "au") != bool(new.au_ids) or (new.task == "fer") != bool(new.classes):
+        raise ClefError(f"dataset {new.name!r}: an AU dataset has au_ids, a FER one classes")
+    where = (new.synth_folder, new.synth_writer)
     for other in REGISTRY.values():
-        same_layout = record.synth is not None and other.synth == record.synth
+        same_layout = new.synth is not None and other.synth == new.synth
         if same_layout and (other.synth_folder, other.synth_writer) != where:
-            raise ClefError(f"synth layout {record.synth!r} has two folders or writers")
-    REGISTRY[record.name] = record
-    return record
+            raise ClefError(f"synth layout {new.synth!r} has two folders or writers")
+    REGISTRY[new.name] = new
+    return new
 
 
-for _record in _RECORDS:
-    register(_record)
+for _new in _RECORDS:
+    register(_new)
 
 
 def record(name: str) -> Dataset:

@@ -9,6 +9,8 @@ each starts from, and a key that names a unit of work by everything its result d
 - FER (RAF-DB, AffectNet-7/8, FERPlus; one train/test split): fine-tuned from the stage-1
   model pre-trained on all of BP4D+.
 Folds are numbered from 1 as in the papers; fold k tests on part k-1 (`preprocessing.folds`).
+Each dataset's parts and what its stage 2 starts from are its registry record's
+(`clef_core.common.datasets`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from clef_core.common.manifest import Manifest, read_manifest
 from clef_core.method.config import ExperimentConfig
 from clef_core.tracking.paper import MEANS
 
-# Views of the registry (clef_core.common.datasets): each AU dataset's number of folds, the
-# FER datasets (one train/test split each).
+# A view of the registry (clef_core.common.datasets): each AU dataset's number of folds (the
+# others have one train/test split).
 AU_FOLDS = {name: REGISTRY[name].folds for name in of_task("au")}
-FER_DATASETS = of_task("fer")
 # The zero-shot experiments' datasets (ours: DESIGN.md names the experiments, the paper gives
 # no figure): RAF-DB's expressions seen -> unseen, and BP4D's AUs -> RAF-DB's expressions.
 ZEROSHOT_FER, ZEROSHOT_AU = "rafdb", "bp4d"
