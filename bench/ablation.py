@@ -171,14 +171,14 @@ def main() -> None:
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from clef_core.common.runtime import use_data_dir
+    from clef_core.common.runtime import default_tracking_uri, use_data_dir
     from flows.console import print_table
 
     torch.set_num_threads(args.threads)
     console = Console()
     data_dir = use_data_dir(args.data_dir)
     ensure_shards(data_dir)
-    uri = args.mlflow_uri or f"sqlite:///{data_dir / 'mlflow.db'}"
+    uri = args.mlflow_uri or default_tracking_uri(data_dir)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("clef-ablation")
     exp_id = exp.experiment_id if exp else client.create_experiment("clef-ablation")

@@ -43,7 +43,7 @@ from clef_core.method.config import (
 from clef_core.tracking.report import MAIN
 from clef_core.tracking.runbook import RunBook
 from clef_core.training.experiment import UnitResult, run_unit
-from clef_core.training.protocol import Unit, datasets_of, plan
+from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER, Unit, datasets_of, plan
 
 
 class ReproductionParams(BaseModel):
@@ -114,9 +114,9 @@ def preprocess(
     if target.local is None:
         upload_shards(staging / dataset, target / dataset)
     get_run_logger().info(
-        "%s: %d frames, %d without a face", dataset, manifest["rows"], manifest["no_face"]
+        "%s: %d frames, %d without a face", dataset, manifest.rows, manifest.no_face
     )
-    return {k: manifest[k] for k in ("dataset", "rows", "no_face", "input_hash")}
+    return manifest.model_dump(include={"dataset", "rows", "no_face", "input_hash"})
 
 
 _FITS: dict[int, threading.Semaphore] = {}
@@ -316,7 +316,7 @@ def checked(
 def needed_datasets(params: ReproductionParams, plans: dict[str, list[Unit]]) -> set[str]:
     """The datasets the plans train on, and those the zero-shot experiments read."""
     needed = set().union(*(datasets_of(units) for units in plans.values()))
-    return needed | ({"bp4d", "rafdb"} if params.zeroshot else set())
+    return needed | ({ZEROSHOT_AU, ZEROSHOT_FER} if params.zeroshot else set())
 
 
 def _settle(futures: dict[str, PrefectFuture]) -> str | None:
@@ -483,7 +483,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
             zs = zeroshot.submit(
                 main, run_book(main, f"{reproduction}-zeroshot"),
                 main.data.data_dir / "reports" / reproduction,
-                wait_for=[shards["bp4d"], shards["rafdb"]],
+                wait_for=[shards[ZEROSHOT_AU], shards[ZEROSHOT_FER]],
             )  # fmt: skip
         every = {f"preprocess {d}": f for d, f in shards.items()} | {
             f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()

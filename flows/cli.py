@@ -192,7 +192,7 @@ def preprocess(
     )
     quiet_libraries(out.resolve().parent / "logs" / "clef.log", prefect=False)  # <data>/shards
     manifest = preprocess_dataset(opts, ray_address, console)
-    failed = len(manifest["failed_sequences"]) + manifest["unreadable"]
+    failed = len(manifest.failed_sequences) + manifest.unreadable
     if failed:  # the shards of every good input are written; exit 1 says some input was bad
         console.print(f"[red]{failed} input(s) could not be read[/] (listed above)")
         raise typer.Exit(1)

@@ -89,12 +89,14 @@ def pretrain(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Stage 1: activity-supervised contrastive pre-training on the fold's training parts."""
+    from clef_core.common.datasets import with_activities
     from clef_core.common.errors import ClefError
     from clef_core.training.protocol import Unit, folds_of
 
-    if dataset not in ("bp4d", "bp4d_plus"):
+    if dataset not in with_activities():
         raise ClefError(
-            f"stage 1 pre-trains on bp4d or bp4d_plus (activity labels), got {dataset!r}"
+            f"stage 1 pre-trains on {' or '.join(with_activities())} (activity labels), "
+            f"got {dataset!r}"
         )
 
     def units(cfg):  # type: ignore[no-untyped-def]
@@ -314,11 +316,13 @@ def report(
 def zeroshot(
     preset: Preset = "cpu-tiny",
     dataset: Annotated[
-        str, typer.Option(help="Expression dataset: seen / unseen classes.")
-    ] = "rafdb",
+        str | None,
+        typer.Option(help="Expression dataset: seen / unseen classes; default: RAF-DB's."),
+    ] = None,
     au_dataset: Annotated[
-        str, typer.Option(help="AU dataset trained on for AUs -> expressions.")
-    ] = "bp4d",
+        str | None,
+        typer.Option(help="AU dataset trained on for AUs -> expressions; default: BP4D's."),
+    ] = None,
     seen: Annotated[
         list[str] | None,
         typer.Option(
@@ -335,10 +339,12 @@ def zeroshot(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from clef_core.training.cache import verify_shards
+    from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER
     from clef_core.training.zeroshot import run_zeroshot, steps
     from flows.clef_flow import record_zeroshot
     from flows.train import new_reproduction_id, resolve_config, run_book, tracking_uri
 
+    dataset, au_dataset = dataset or ZEROSHOT_FER, au_dataset or ZEROSHOT_AU
     cfg = resolve_config(preset, sets or [], data_dir, None, mlflow_uri)
     for name in (dataset, au_dataset):  # every input there and readable before any work
         verify_shards(cfg.data.shard_dir, name)

@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -27,11 +26,12 @@ import pyarrow.parquet as pq
 
 from clef_core import __version__
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import Manifest, Shard, recorded_shards, write_manifest
 from preprocessing.align import box_transform, face_transform, warp
 from preprocessing.decode import DecodeError
 from preprocessing.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
 from preprocessing.readers import FrameItem, Reader, SequenceRef, get_reader
-from preprocessing.shards import SCHEMA, ShardWriter, shard_path, write_manifest
+from preprocessing.shards import SCHEMA, ShardWriter, shard_path
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def decode_reduction(
     return 1
 
 
-def finished_shard(path: Path, recorded: dict[str, int] | None = None) -> pq.ParquetFile | None:
+def finished_shard(path: Path, recorded: Shard | None = None) -> pq.ParquetFile | None:
     """The shard at `path` when it is complete, of today's schema and, when the manifest
     recorded it, of its recorded size and rows (one footer read), else None: a shard written
     before a schema change (say, before landmarks), cut short or replaced is built again,
@@ -143,23 +143,12 @@ def finished_shard(path: Path, recorded: dict[str, int] | None = None) -> pq.Par
         shard = pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid):
         return None
-    if recorded and (recorded["bytes"], recorded["rows"]) != (
+    if recorded and (recorded.bytes, recorded.rows) != (
         path.stat().st_size,
         shard.metadata.num_rows,
     ):
         return None
     return shard if shard.schema_arrow.equals(SCHEMA) else None
-
-
-def recorded_shards(shard_dir: Path, dataset: str) -> dict[str, dict[str, int]]:
-    """The size and rows of each shard as the last manifest recorded them ({} before one)."""
-    import json
-
-    path = shard_dir / dataset / "manifest.json"
-    try:
-        return dict(json.loads(path.read_text()).get("shard_stats", {}))
-    except (OSError, ValueError):  # no manifest yet, or one cut short: nothing recorded
-        return {}
 
 
 def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResult:
@@ -232,51 +221,52 @@ def input_hash(root: Path) -> str:
 
 def manifest_of(
     opts: PreprocessOptions, results: list[SequenceResult], reader_issues: list[str]
-) -> dict[str, Any]:
+) -> Manifest:
     reader = get_reader(opts.dataset, opts.root)
     done = [r for r in results if r.failed is None]
     subjects: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
-    parts: Counter[str] = Counter()
+    parts: Counter[int] = Counter()
     for r in done:
         subjects[r.subject] += r.frames
-        tasks[str(r.task)] += r.frames
-        parts[str(r.part)] += r.frames
+        if r.task is not None:
+            tasks[r.task] += r.frames
+        parts[r.part] += r.frames
     issues = sorted({m for r in results for m in r.issues} | set(reader_issues))
-    return {
-        "dataset": opts.dataset,
-        "au_ids": list(reader.au_ids),
-        "classes": list(reader.classes),
-        "rows": sum(r.frames for r in done),
-        "rows_per_subject": dict(sorted(subjects.items())),
-        "rows_per_task": dict(sorted(tasks.items())),
-        "rows_per_part": dict(sorted(parts.items())),
-        "no_face": sum(r.frames - r.faces for r in done),
-        "decode_reduction": dict(sorted(Counter(str(r.reduce) for r in done).items())),
-        "unreadable": sum(len(r.unreadable) for r in results),
-        "unreadable_examples": [m for r in results for m in r.unreadable][:50],
-        "failed_sequences": [r.failed for r in results if r.failed],
-        "issues": issues[:200],
-        "shards": sorted(f"{r.key}.parquet" for r in done if r.frames),
+    return Manifest(
+        dataset=opts.dataset,
+        au_ids=list(reader.au_ids),
+        classes=list(reader.classes),
+        rows=sum(r.frames for r in done),
+        rows_per_subject=dict(sorted(subjects.items())),
+        rows_per_task=dict(sorted(tasks.items())),
+        rows_without_task=sum(r.frames for r in done if r.task is None),
+        rows_per_part=dict(sorted(parts.items())),
+        no_face=sum(r.frames - r.faces for r in done),
+        decode_reduction=dict(sorted(Counter(r.reduce for r in done).items())),
+        unreadable=sum(len(r.unreadable) for r in results),
+        unreadable_examples=[m for r in results for m in r.unreadable][:50],
+        failed_sequences=[r.failed for r in results if r.failed],
+        issues=issues[:200],
         # what `cache.verify_shards` and a rerun check each shard against (footer + stat)
-        "shard_stats": {
-            f"{r.key}.parquet": {"bytes": r.bytes, "rows": r.frames}
-            for r in sorted(done, key=lambda r: r.key)
+        shards={
+            f"{r.key}.parquet": Shard(bytes=r.bytes, rows=r.frames)
+            for r in sorted(done, key=lambda r: f"{r.key}.parquet")  # by file name
             if r.frames
         },
-        "source_root": str(opts.root.resolve()),
-        "input_hash": input_hash(opts.root),
-        "code_version": __version__,
-        "image_size": opts.image_size,
-        "options": {k: str(v) for k, v in asdict(opts).items() if k not in ("root", "shard_dir")},
-    }
+        source_root=str(opts.root.resolve()),
+        input_hash=input_hash(opts.root),
+        code_version=__version__,
+        image_size=opts.image_size,
+        options={k: str(v) for k, v in asdict(opts).items() if k not in ("root", "shard_dir")},
+    )
 
 
 def finish(
     opts: PreprocessOptions, results: list[SequenceResult], reader_issues: list[str]
-) -> dict[str, Any]:
+) -> Manifest:
     manifest = manifest_of(opts, results, reader_issues)
-    write_manifest(opts.shard_dir / opts.dataset / "manifest.json", manifest)
+    write_manifest(opts.shard_dir, manifest)
     return manifest
 
 

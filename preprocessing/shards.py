@@ -1,13 +1,12 @@
-"""Parquet shards (the contract between preprocessing and training, DESIGN.md) and the manifest.
+"""Parquet shards (the contract between preprocessing and training, DESIGN.md).
 
 One shard file per sequence (or per chunk of images), written to a temporary name and then
 renamed, so a file that exists is complete: reruns skip it, and a killed run leaves no half
-shard. The manifest is written last.
+shard. The manifest (`clef_core.common.manifest`) is written last.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -78,20 +77,3 @@ class ShardWriter:
     def abort(self) -> None:
         self.writer.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_manifest(shard_dir: Path, dataset: str) -> dict[str, Any]:
-    from clef_core.common.errors import ClefError
-
-    path = shard_dir / dataset / "manifest.json"
-    if not path.is_file():
-        raise ClefError(
-            f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"
-        )
-    return json.loads(path.read_text())

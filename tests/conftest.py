@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from clef_core.common.manifest import Manifest
 from clef_core.common.runtime import configure_process
 
 configure_process()  # the tests are an entry point: the service environment, as `clef` sets it
@@ -40,7 +41,7 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_inline(
     dataset: str, root: Path, out: Path, image_size: int = 112, **options: Any
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], Manifest]:
     """The preprocessing pipeline without Ray (the Ray path is tested through the CLI)."""
     import pyarrow.parquet as pq
 
@@ -53,7 +54,7 @@ def run_inline(
     results = [process_sequence(opts, s) for s in sequences]
     manifest = finish(opts, results, issues)
     rows = [
-        r for shard in manifest["shards"] for r in pq.read_table(out / dataset / shard).to_pylist()
+        r for shard in manifest.shards for r in pq.read_table(out / dataset / shard).to_pylist()
     ]
     return rows, manifest
 

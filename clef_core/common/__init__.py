@@ -1,3 +1,4 @@
 """What every package may import: errors, process set-up (environment, Ray start-up, data dir,
-tracking URI). Imports nothing heavy.
+tracking URI), the dataset registry (`datasets`) and the shard manifest (`manifest`). Imports
+nothing heavy.
 """

@@ -131,6 +131,14 @@ def prepare_torchvision() -> None:
 _LIBRARIES: list[object] = []
 
 
+def datasource_v2() -> bool:
+    """Whether Ray Data reads Parquet through its V2 datasource: $RAY_DATA_USE_DATASOURCE_V2
+    read as Ray reads it ("1" or "true", any case), else our default (SERVICE_ENV: V1). The
+    one parsing for the driver's start (`init_ray`) and each plan (`data.load_split`)."""
+    value = os.environ.get("RAY_DATA_USE_DATASOURCE_V2", SERVICE_ENV["RAY_DATA_USE_DATASOURCE_V2"])
+    return value.strip().lower() in ("1", "true")
+
+
 def local_cpus() -> int:
     """Logical CPUs of a local Ray instance."""
     return max(4, 2 * (os.cpu_count() or 1))
@@ -153,8 +161,7 @@ def init_ray(address: str | None) -> bool:
     # (which the datasets carry to Ray's workers) takes the variable's value now (SERVICE_ENV).
     from ray.data import DataContext
 
-    v2 = os.environ.get("RAY_DATA_USE_DATASOURCE_V2", SERVICE_ENV["RAY_DATA_USE_DATASOURCE_V2"])
-    DataContext.get_current().use_datasource_v2 = v2.strip().lower() in ("1", "true")
+    DataContext.get_current().use_datasource_v2 = datasource_v2()
     if ray.is_initialized():
         return False
     if address or os.environ.get("RAY_ADDRESS"):  # `ray job submit` sets RAY_ADDRESS

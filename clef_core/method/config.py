@@ -14,11 +14,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from clef_core.common.datasets import REGISTRY, labelled
 from clef_core.common.errors import ConfigError
 from clef_core.common.storage import Location, has_scheme, location
 
 PRESET_DIR = Path(__file__).parents[1] / "presets"
-DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
+DATASETS = labelled()  # every dataset with labels to train on (clef_core.common.datasets)
 
 
 class _Frozen(BaseModel):
@@ -154,15 +155,7 @@ class Stage1Config(_Frozen):
     steps_per_epoch: int | None = Field(None, ge=1)
 
 
-_PAPER_LR = {
-    "bp4d": 2e-4,
-    "bp4d_plus": 2e-4,
-    "affectnet7": 2e-4,
-    "affectnet8": 2e-4,
-    "rafdb": 2e-4,
-    "disfa": 1e-4,
-    "ferplus": 1e-4,
-}
+_PAPER_LR = {d.name: d.paper_lr for d in REGISTRY.values() if d.paper_lr is not None}
 
 
 class Stage2Config(_Frozen):
@@ -232,11 +225,8 @@ class TrackingConfig(_Frozen):
 
 
 class ProtocolConfig(_Frozen):
-    # The paper's Tables 2-5: AffectNet-7 and AffectNet-8 are two protocols (7 classes, and 8
-    # with contempt) read from the one AffectNet release.
-    datasets: list[str] = [
-        "bp4d", "disfa", "bp4d_plus", "rafdb", "affectnet7", "affectnet8", "ferplus"
-    ]  # fmt: skip
+    # The paper's Tables 2-5: every labelled dataset of the registry, in its order.
+    datasets: list[str] = list(DATASETS)
     folds: list[int] | None = None  # fold numbers from 1; None = every fold of each dataset
 
     @model_validator(mode="after")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from clef_core.common.datasets import REGISTRY
+
 NAME_TEMPLATE = "a photo of a person with {}."
 DESCRIPTION_TEMPLATES = (
     "{}.",
@@ -161,40 +163,13 @@ EXPRESSION_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Activity descriptions. BP4D T1-T3: Table 1 of the paper, word for word (its "A1"-"A3";
-# tests/test_text.py holds the paper's strings and checks them against the paper's text).
-PAPER_TABLE_1: dict[str, str] = {
-    "T1": "Talk to the experimenter and listen to a joke (Interview). The target emotion is happiness or amusement",
-    "T2": "Watch and listen to a recorded documentary and discuss their reactions. The target emotion is sadness",
-    "T3": "Experience sudden, unexpected burst of sound. The target emotion is surprise or startle",
-}
-# BEST EFFORT (ours): BP4D T4-T8 and every BP4D+ task. The paper gives the others only in its
-# supplementary material, which is not available: these follow Table 1's style, from the tasks
-# and target emotions the BP4D and BP4D+ papers describe (BP4D+ T2-T10 wording unverified).
+# Activity descriptions: each dataset's record in the registry (BP4D T1-T3 the paper's Table 1
+# word for word; the others ours, a best effort in its style).
 ACTIVITIES: dict[str, dict[str, str]] = {
-    "bp4d": {
-        **PAPER_TABLE_1,
-        "T4": "Improvise a silly song. The target emotion is embarrassment",
-        "T5": "Anticipate and experience a physical threat in a dart game. The target emotion is fear or nervousness",
-        "T6": "Submerge a hand in ice water. The target emotion is physical pain",
-        "T7": "React to a harsh insult from the experimenter. The target emotion is anger or upset",
-        "T8": "Experience an unpleasant smell. The target emotion is disgust",
-    },
-    "bp4d_plus": {
-        "T1": "Talk to the experimenter and listen to a joke (Interview). The target emotion is happiness or amusement",
-        "T2": "Watch a 3D avatar of oneself. The target emotion is surprise",
-        "T3": "Listen to a recorded 911 emergency phone call. The target emotion is sadness",
-        "T4": "Experience sudden, unexpected burst of sound. The target emotion is surprise or startle",
-        "T5": "Answer true or false questions. The target emotion is skepticism",
-        "T6": "Improvise a silly song. The target emotion is embarrassment",
-        "T7": "Anticipate and experience a physical threat in a dart game. The target emotion is fear or nervousness",
-        "T8": "Submerge a hand in ice water. The target emotion is physical pain",
-        "T9": "React to a harsh insult from the experimenter. The target emotion is anger or upset",
-        "T10": "Experience an unpleasant smell. The target emotion is disgust",
-    },
+    d.name: dict(d.activities) for d in REGISTRY.values() if d.activities
 }
-# Which descriptions are the paper's; every other one is our best effort (above).
-FROM_THE_PAPER = frozenset(("bp4d", t) for t in PAPER_TABLE_1)
+# Which descriptions are the paper's; every other one is our best effort.
+FROM_THE_PAPER = frozenset((d.name, t) for d in REGISTRY.values() for t in d.paper_activities)
 
 
 def label_name(label: int | str) -> str:

@@ -13,28 +13,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clef_core.common.datasets import REGISTRY
+
+# Tables 2-5 are typed into each dataset's record (clef_core.common.datasets); these are views.
 # CLEF's row of Table 2 (BP4D), Table 3 (DISFA) and Table 4 (BP4D+): AU id -> F1 (%).
 AU_F1: dict[str, dict[int, float]] = {
-    "bp4d": {1: 55.8, 2: 46.8, 4: 63.3, 6: 79.5, 7: 77.6, 10: 83.6, 12: 87.8, 14: 67.3,
-             15: 55.2, 17: 63.5, 23: 53.0, 24: 57.8},
-    "disfa": {1: 64.3, 2: 61.8, 4: 68.4, 6: 49.0, 9: 55.2, 12: 72.9, 25: 89.9, 26: 57.0},
-    "bp4d_plus": {1: 47.5, 2: 39.6, 4: 40.2, 6: 86.5, 7: 87.3, 10: 90.5, 12: 89.9, 14: 81.6,
-                  15: 47.0, 17: 46.6, 23: 54.3, 24: 41.5},
-}  # fmt: skip
-
+    d.name: dict(d.paper_au_f1) for d in REGISTRY.values() if d.paper_au_f1
+}
 # The "Avg" column of the same rows, as printed.
-AU_MEAN: dict[str, float] = {"bp4d": 65.9, "disfa": 64.8, "bp4d_plus": 63.1}
-
+AU_MEAN: dict[str, float] = {
+    d.name: d.paper_mean for d in REGISTRY.values() if d.task == "au" and d.paper_mean is not None
+}
 # CLEF's row of Table 5: accuracy (%).
 FER_ACCURACY: dict[str, float] = {
-    "affectnet7": 65.66,
-    "affectnet8": 62.77,
-    "rafdb": 90.09,
-    "ferplus": 89.74,
+    d.name: d.paper_mean for d in REGISTRY.values() if d.task == "fer" and d.paper_mean is not None
 }
-
 # Mean F1 / accuracy per dataset, as quoted by the protocol and the closing tables.
 MEANS: dict[str, float] = {**AU_MEAN, **FER_ACCURACY}
+
+
+# The datasets of Table 6's two columns (mean F1 on BP4D, accuracy on RAF-DB).
+TABLE6_AU, TABLE6_FER = "bp4d", "rafdb"
 
 
 @dataclass(frozen=True)

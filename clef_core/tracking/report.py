@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from clef_core.common.datasets import REGISTRY
 from clef_core.common.errors import ConfigError
 from clef_core.method.checkpoint import label_space_of, read_meta
 from clef_core.method.config import ABLATION_WEIGHTS, ablation_name
@@ -28,7 +29,6 @@ from clef_core.training.experiment import UnitResult, evaluation_artifacts, summ
 from clef_core.training.protocol import AU_FOLDS, PAPER
 
 MAIN = "PA+PI+N+D"  # the full method's row in Table 6
-TABLE = {"bp4d": 2, "disfa": 3, "bp4d_plus": 4}  # the paper's table of each AU dataset
 NOTE_AU = (
     "F1: ours, AU present when its probability > 0.5. Always present: F1 of predicting every "
     "AU present on every frame. AUC: ROC-AUC of the AU's probability (threshold-free; 0.50 = "
@@ -57,6 +57,12 @@ def _cell(metrics: dict[str, Any], key: str, has: str, auc: bool = False) -> str
     if key in metrics and not math.isnan(metrics[key]):
         return f"{metrics[key]:.2f}" if auc else _pct(metrics[key])
     return "n/a" if has in metrics else "-"
+
+
+def _paper_table(dataset: str) -> int | str:
+    """The number of the paper's table with the dataset's results, "-" when none."""
+    table = REGISTRY[dataset].paper_table if dataset in REGISTRY else None
+    return "-" if table is None else table
 
 
 def _aus(results: list[UnitResult]) -> list[int]:
@@ -91,10 +97,10 @@ def au_table(dataset: str, results: list[UnitResult]) -> list[str]:
         "",
         *_table(["AU", "F1", "always present", "AUC", "paper"], rows),
         "",
-        NOTE_AU.format(table=TABLE.get(dataset, "-")),
+        NOTE_AU.format(table=_paper_table(dataset)),
     ]
-    if dataset == "bp4d_plus":
-        lines[-1] += " Table 4 states a mean of 63.1; its per-AU cells average 62.7."
+    if dataset in REGISTRY and REGISTRY[dataset].paper_note:
+        lines[-1] += f" {REGISTRY[dataset].paper_note}"
     if len(results) > 1:
         per_fold = [
             [f"AU{a}", *[_cell(r.metrics, f"f1_au{a}", "f1_mean") for r in results]] for a in aus
@@ -182,7 +188,7 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
     for i, row in enumerate(paper.TABLE6):
         name = placed.get(i)
         ours = runs.get(name, []) if name else []
-        bp4d, rafdb = _ours(ours, "bp4d"), _ours(ours, "rafdb")
+        bp4d, rafdb = _ours(ours, paper.TABLE6_AU), _ours(ours, paper.TABLE6_FER)
         rows.append([
             row.method, *["x" if c in row.components else "" for c in paper.COMPONENTS],
             f"{row.bp4d:.1f}", _cell(bp4d, "f1_mean", "f1_mean") if ours else "",
@@ -309,7 +315,7 @@ def write_report(
     fer = {d: rs for d, rs in by_dataset.items() if d not in AU_FOLDS}
     if fer:
         lines += ["## Expression recognition, accuracy (%)", "", *fer_table(fer), ""]
-    if len(runs) > 1 or {"bp4d", "rafdb"} & set(by_dataset):
+    if len(runs) > 1 or {paper.TABLE6_AU, paper.TABLE6_FER} & set(by_dataset):
         title = "## Table 6: key components (paper) and our runs"
         lines += [title, "", *ablation_table(runs), ""]
     if zeroshot:

@@ -17,7 +17,6 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import cv2
 import numpy as np
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import read_manifest
 from clef_core.common.storage import Location, Where, location
 from clef_core.method.config import AugmentConfig
 
@@ -53,21 +53,9 @@ def row_keys(subjects: Sequence, tasks: Sequence, frames: Sequence) -> np.ndarra
     ).reshape(-1)
 
 
-def read_manifest(shard_dir: Where, dataset: str) -> dict[str, Any]:
-    """A dataset's `manifest.json`, or one clear error when it has no shards yet."""
-    import json
-
-    path = location(shard_dir) / dataset / "manifest.json"
-    if not path.is_file():
-        raise ClefError(
-            f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"
-        )
-    return dict(json.loads(path.read_text()))
-
-
 def shard_files(shard_dir: Where, dataset: str) -> list[Location]:
     folder = location(shard_dir) / dataset
-    return [folder / n for n in read_manifest(shard_dir, dataset)["shards"]]
+    return [folder / n for n in read_manifest(shard_dir, dataset).shards]
 
 
 def read_table(file: Location, columns: list[str]) -> pa.Table:
@@ -82,9 +70,8 @@ def verify_shards(shard_dir: Where, dataset: str) -> None:
     (`clef preprocess` treats such a shard as not done)."""
     shard_dir = location(shard_dir)
     manifest = read_manifest(shard_dir, dataset)
-    stats = manifest.get("shard_stats", {})  # absent in manifests written before it
     unreadable, changed, rows = [], [], 0
-    for name in manifest["shards"]:
+    for name, want in manifest.shards.items():
         path = shard_dir / dataset / name
         try:
             with path.open() as f:
@@ -94,13 +81,11 @@ def verify_shards(shard_dir: Where, dataset: str) -> None:
             unreadable.append(f"{name} ({str(err).splitlines()[0]})")
             continue
         rows += n
-        want = stats.get(name)
-        if want and (want["bytes"], want["rows"]) != (size, n):
+        if (want.bytes, want.rows) != (size, n):
             changed.append(
-                f"{name} ({size} bytes, {n} rows; recorded "
-                f"{want['bytes']} bytes, {want['rows']} rows)"
+                f"{name} ({size} bytes, {n} rows; recorded {want.bytes} bytes, {want.rows} rows)"
             )
-    if not unreadable and not changed and rows == manifest["rows"]:
+    if not unreadable and not changed and rows == manifest.rows:
         return
     found = "; ".join(
         f"{len(names)} {what}: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "")
@@ -108,11 +93,11 @@ def verify_shards(shard_dir: Where, dataset: str) -> None:
         if names
     )
     found = found or f"{rows} rows"
-    root = manifest.get("source_root", "<the dataset's root>")
     raise ClefError(
         f"the {dataset} shards in {shard_dir / dataset} do not match their manifest "
-        f"({manifest['rows']} rows in {len(manifest['shards'])} shards expected; {found}); "
-        f"rebuild them: clef preprocess --dataset {dataset} --root {root} --out {shard_dir}"
+        f"({manifest.rows} rows in {len(manifest.shards)} shards expected; {found}); "
+        f"rebuild them: clef preprocess --dataset {dataset} --root {manifest.source_root} "
+        f"--out {shard_dir}"
     )
 
 
@@ -143,9 +128,7 @@ def _cache_path(shard_dir: Where, dataset: str, side: int) -> Location:
     import json
 
     manifest = read_manifest(shard_dir, dataset)
-    key = json.dumps(
-        [CACHE_FORMAT, manifest["input_hash"], manifest["rows"], manifest.get("code_version")]
-    )
+    key = json.dumps([CACHE_FORMAT, manifest.input_hash, manifest.rows, manifest.code_version])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return location(shard_dir).parent / "cache" / f"{dataset}-{side}px-{digest}.npz"
 

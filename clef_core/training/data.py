@@ -10,7 +10,6 @@ runs in parallel Ray tasks and is never materialised. Workers read their share w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from clef_core.common.runtime import datasource_v2
 from clef_core.common.storage import Where
 from clef_core.training.cache import COLUMNS, decode_jpegs, row_keys, shard_files, shrink
 
@@ -61,9 +61,7 @@ def load_split(
     pass (training epochs)."""
     files = shard_files(shard_dir, dataset)
     # The reader is chosen when the plan is built, here (see runtime.SERVICE_ENV for why V1).
-    ray.data.DataContext.get_current().use_datasource_v2 = os.environ.get(
-        "RAY_DATA_USE_DATASOURCE_V2", "0"
-    ) not in ("0", "false")
+    ray.data.DataContext.get_current().use_datasource_v2 = datasource_v2()
     shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
     ds = ray.data.read_parquet(
         [f.path for f in files], filesystem=files[0].fs if files else None, shuffle=shuffle

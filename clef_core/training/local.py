@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from clef_core.common.manifest import read_manifest
 from clef_core.method.augment import batch_generator, model_views
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
@@ -32,7 +33,7 @@ from clef_core.method.steps import (
     warmup_cosine,
 )
 from clef_core.method.weights import au_pos_weights, expression_weights
-from clef_core.training.cache import cached_split, decoded_arrays, read_manifest, source_size
+from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.selection import select_stage1
 
 CPU = torch.device("cpu")
@@ -80,15 +81,14 @@ def run_local_stage(
     if arrays is None:
         side = source_size(size, cfg.stage1.augment, cfg.stage2.augment)
         arrays = decoded_arrays(shard_dir, dataset, side)
-    manifest = read_manifest(shard_dir, dataset) if stage == 1 or space is None else {}
+    manifest = read_manifest(shard_dir, dataset) if stage == 1 or space is None else None
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
     activities: list[tuple[str, str]] = []
     weights = None
     if stage == 1:
-        tasks = sorted(
-            (t for t in manifest["rows_per_task"] if t != "None"), key=lambda t: int(t.lstrip("T"))
-        )
+        assert manifest is not None
+        tasks = manifest.tasks
         activities = [(dataset, t) for t in tasks]
         # BP4D: its coded frames; BP4D+: a capped sample per activity (clef_core.training.selection).
         sel = select_stage1(dataset, arrays, train_parts, cfg.stage1.frames_per_activity)
@@ -97,10 +97,10 @@ def run_local_stage(
             sel.limit,
         )  # fmt: skip
     else:
-        if space is None and manifest["au_ids"]:
-            space = LabelSpace.aus(manifest["au_ids"])
-        elif space is None:
-            space = LabelSpace.expressions(manifest["classes"])
+        if space is None:
+            assert manifest is not None
+            au_ids, classes = manifest.au_ids, manifest.classes
+            space = LabelSpace.aus(au_ids) if au_ids else LabelSpace.expressions(classes)
         labels = "au" if space.kind == "au" else "expression"
         train = cached_split(arrays, train_parts, labels)
         if space.kind == "au":

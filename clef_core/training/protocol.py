@@ -9,6 +9,8 @@ each starts from, and a key that names a unit of work by everything its result d
 - FER (RAF-DB, AffectNet-7/8, FERPlus; one train/test split): fine-tuned from the stage-1
   model pre-trained on all of BP4D+.
 Folds are numbered from 1 as in the papers; fold k tests on part k-1 (`preprocessing.folds`).
+Each dataset's parts and what its stage 2 starts from are its registry record's
+(`clef_core.common.datasets`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from clef_core.common.datasets import REGISTRY, of_task, record
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import Manifest, read_manifest
 from clef_core.common.storage import Where
 from clef_core.method.config import ExperimentConfig
 from clef_core.tracking.paper import MEANS
-from clef_core.training.cache import read_manifest
 
-AU_FOLDS = {"bp4d": 3, "bp4d_plus": 4, "disfa": 3}
-FER_DATASETS = ("rafdb", "affectnet7", "affectnet8", "ferplus")
+# A view of the registry (clef_core.common.datasets): each AU dataset's number of folds (the
+# others have one train/test split).
+AU_FOLDS = {name: REGISTRY[name].folds for name in of_task("au")}
+# The zero-shot experiments' datasets (ours: DESIGN.md names the experiments, the paper gives
+# no figure): RAF-DB's expressions seen -> unseen, and BP4D's AUs -> RAF-DB's expressions.
+ZEROSHOT_FER, ZEROSHOT_AU = "rafdb", "bp4d"
 # The paper's results (mean F1 over AUs in %, FER accuracy in %): Tables 2-5, clef_core.tracking.paper.
 PAPER = MEANS
 
@@ -47,23 +54,24 @@ class Unit:
     def train_parts(self) -> tuple[int, ...] | None:
         if self.fold is None:
             return None
-        if self.dataset in FER_DATASETS:
-            return (0,)  # FER readers: part 0 = train, 1 = test
-        return tuple(p for p in range(AU_FOLDS[self.dataset]) if p != self.fold - 1)
+        parts = record(self.dataset).parts
+        if not parts:
+            return (0,)  # one train/test split: the readers write part 0 = train, 1 = test
+        return tuple(p for p in range(len(parts)) if p != self.fold - 1)
 
     @property
     def test_parts(self) -> tuple[int, ...] | None:
         if self.fold is None:
             return None
-        return (1,) if self.dataset in FER_DATASETS else (self.fold - 1,)
+        return (self.fold - 1,) if record(self.dataset).parts else (1,)
 
 
 def folds_of(dataset: str, wanted: list[int] | None) -> list[int]:
     """The fold numbers of `dataset` to run (FER datasets have the one split, fold 1)."""
-    n = AU_FOLDS.get(dataset, 1)
+    n = REGISTRY[dataset].folds if dataset in REGISTRY else 1
     if wanted is None:
         return list(range(1, n + 1))
-    bad = [k for k in wanted if not 1 <= k <= max(AU_FOLDS.values())]
+    bad = [k for k in wanted if not 1 <= k <= max(d.folds for d in REGISTRY.values())]
     if bad:
         raise ClefError(f"fold {bad[0]} does not exist: folds are numbered 1..{n} for {dataset}")
     return [k for k in wanted if k <= n]
@@ -71,12 +79,12 @@ def folds_of(dataset: str, wanted: list[int] | None) -> list[int]:
 
 def stage2_unit(dataset: str, fold: int, pretrain: bool) -> Unit:
     """The stage-2 unit of (dataset, fold) with the chain of units it starts from."""
-    if dataset == "disfa":
-        init: Unit | None = stage2_unit("bp4d", fold, pretrain)
-    elif dataset in FER_DATASETS:
-        init = Unit(1, "bp4d_plus", None) if pretrain else None
+    start = record(dataset).start
+    source = start.dataset or dataset
+    if start.stage == 2:  # another dataset's stage-2 model (DISFA: BP4D's of the same fold)
+        init: Unit | None = stage2_unit(source, fold, pretrain)
     else:
-        init = Unit(1, dataset, fold) if pretrain else None
+        init = Unit(1, source, fold if start.same_fold else None) if pretrain else None
     return Unit(2, dataset, fold, init)
 
 
@@ -114,20 +122,20 @@ def _config_part(cfg: ExperimentConfig, unit: Unit) -> dict[str, Any]:
 TRAINING_VERSION = 4
 
 
-def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, dict[str, Any]]) -> str:
+def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, Manifest]) -> str:
     """A hash of the unit, its settings, its input shards and (recursively) its init unit."""
     m = manifests[unit.dataset]
     payload = {
         "unit": unit.name,
         "training": TRAINING_VERSION,
         "config": _config_part(cfg, unit),
-        "shards": [m["input_hash"], m["rows"], m["code_version"], m["image_size"]],
+        "shards": [m.input_hash, m.rows, m.code_version, m.image_size],
         "init": unit_key(cfg, unit.init, manifests) if unit.init else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_manifests(shard_dir: Where, datasets: set[str]) -> dict[str, dict[str, Any]]:
+def read_manifests(shard_dir: Where, datasets: set[str]) -> dict[str, Manifest]:
     return {d: read_manifest(shard_dir, d) for d in sorted(datasets)}
 
 

@@ -23,6 +23,7 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
+from clef_core.common.manifest import read_manifest
 from clef_core.common.runtime import configure_process
 from clef_core.common.storage import Where, local_copy, location
 from clef_core.method.augment import batch_generator, model_views
@@ -45,7 +46,6 @@ from clef_core.tracking.runbook import spool_dir, tracker_for
 from clef_core.training.cache import (
     cached_split,
     decoded_arrays,
-    read_manifest,
     read_table,
     shard_files,
     source_size,
@@ -79,19 +79,18 @@ def activities_of(shard_dir: Where, datasets: tuple[str, ...]) -> list[tuple[str
     """Every (dataset, task) with rows, in a fixed order: the stage-1 activity labels."""
     out = []
     for d in datasets:
-        tasks = [t for t in read_manifest(shard_dir, d)["rows_per_task"] if t != "None"]
-        out += [(d, t) for t in sorted(tasks, key=lambda t: int(t.lstrip("T")))]
+        out += [(d, t) for t in read_manifest(shard_dir, d).tasks]
     return out
 
 
 def label_space_of(shard_dir: Where, dataset: str) -> LabelSpace:
     m = read_manifest(shard_dir, dataset)
-    return LabelSpace.aus(m["au_ids"]) if m["au_ids"] else LabelSpace.expressions(m["classes"])
+    return LabelSpace.aus(m.au_ids) if m.au_ids else LabelSpace.expressions(m.classes)
 
 
 def _rows_in(shard_dir: Where, dataset: str, parts: tuple[int, ...] | None) -> int:
-    per_part = read_manifest(shard_dir, dataset)["rows_per_part"]
-    return sum(n for p, n in per_part.items() if parts is None or int(p) in parts)
+    per_part = read_manifest(shard_dir, dataset).rows_per_part
+    return sum(n for p, n in per_part.items() if parts is None or p in parts)
 
 
 def _class_weights(shard_dir: Where, job: StageJob, space: LabelSpace) -> list[float]:

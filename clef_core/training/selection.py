@@ -25,14 +25,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clef_core.common.datasets import REGISTRY
 from clef_core.common.storage import Where
 from clef_core.training.cache import read_table, row_keys, shard_files
 
 log = logging.getLogger(__name__)
 
-# Per stage-1 source: "coded" = the coded frames only, unbalanced; "sampled" = every frame,
-# at most `frames_per_activity` per activity. Any other source: every frame with a task.
-STAGE1_FRAMES = {"bp4d": "coded", "bp4d_plus": "sampled"}
+
+def policy_of(dataset: str) -> str:
+    """What stage 1 reads of a source (its registry record's `stage1_rows`): "coded" = the
+    coded frames only, unbalanced; "sampled" = every frame, at most `frames_per_activity` per
+    activity; "all" (any other source) = every frame with a task."""
+    return REGISTRY[dataset].stage1_rows if dataset in REGISTRY else "all"
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def select_stage1(
 ) -> Stage1Rows:
     """The selection from id and label columns: `task` (str, "" none), `part` (int), `row`
     (`cache.row_key`) and, for coded-only sources, `au` ([N, C], -1 unknown)."""
-    policy = STAGE1_FRAMES.get(dataset, "all")
+    policy = policy_of(dataset)
     tasks = np.asarray(columns["task"]).astype(str)
     mask = tasks != ""  # rows without an activity have no stage-1 label
     if parts is not None:
@@ -121,7 +125,7 @@ def stage1_rows(
 ) -> Stage1Rows:
     """`select_stage1` on a dataset's shards, from their id and label columns (seconds for
     BP4D+'s 1.5 M rows, no images read)."""
-    policy = STAGE1_FRAMES.get(dataset, "all")
+    policy = policy_of(dataset)
     names = ["subject", "task", "frame", "part"] + (["au"] if policy == "coded" else [])
     files = shard_files(shard_dir, dataset)
     table = pa.concat_tables([read_table(f, names) for f in files])

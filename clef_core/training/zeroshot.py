@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import read_manifest
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
 from clef_core.method.model import ClefModel, tokenizer_for
 from clef_core.method.steps import Predictions, metrics_of, predict
-from clef_core.training.cache import cached_split, decoded_arrays, read_manifest, source_size
+from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.local import column_batches, run_local_stage
-from clef_core.training.protocol import stage2_unit
+from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER, stage2_unit
 
 SEEN = ("happiness", "sadness", "surprise", "anger")  # ours: the BP4D activities' targets
 CPU = torch.device("cpu")
@@ -107,13 +108,13 @@ OnStep = Callable[[int, dict[str, float]], None]  # run_local_stage's per-step c
 
 def unseen_expressions(
     cfg: ExperimentConfig,
-    dataset: str = "rafdb",
+    dataset: str = ZEROSHOT_FER,
     seen: list[str] | None = None,
     on_step: OnStep | None = None,
 ) -> ZeroShotResult:
     """Experiment 1: train on `seen` expressions of `dataset`, test on the others."""
     _check_head(cfg)
-    classes = list(read_manifest(cfg.data.shard_dir, dataset)["classes"])
+    classes = read_manifest(cfg.data.shard_dir, dataset).classes
     if seen is None:
         seen = [c for c in SEEN if c in classes]
     bad = [c for c in seen if c not in classes]
@@ -138,8 +139,8 @@ def unseen_expressions(
 
 def aus_to_expressions(
     cfg: ExperimentConfig,
-    au_dataset: str = "bp4d",
-    fer_dataset: str = "rafdb",
+    au_dataset: str = ZEROSHOT_AU,
+    fer_dataset: str = ZEROSHOT_FER,
     fold: int = 1,
     on_step: OnStep | None = None,
 ) -> ZeroShotResult:
@@ -148,10 +149,10 @@ def aus_to_expressions(
     _check_head(cfg)
     unit = stage2_unit(au_dataset, fold, False)
     model = run_local_stage(cfg, 2, au_dataset, unit.train_parts, on_step=on_step).model
-    classes = list(read_manifest(cfg.data.shard_dir, fer_dataset)["classes"])
+    classes = read_manifest(cfg.data.shard_dir, fer_dataset).classes
     space = LabelSpace.expressions(classes)
     test = cached_split(_arrays(cfg, fer_dataset), (1,), "expression")
-    au_ids = read_manifest(cfg.data.shard_dir, au_dataset)["au_ids"]
+    au_ids = read_manifest(cfg.data.shard_dir, au_dataset).au_ids
     return _result(
         "AUs -> expressions", f"{au_dataset} fold {fold}: {len(au_ids)} AUs",
         f"{fer_dataset}: {_names(classes)}", _score(model, test, space, cfg), space,
@@ -160,8 +161,8 @@ def aus_to_expressions(
 
 def run_zeroshot(
     cfg: ExperimentConfig,
-    dataset: str = "rafdb",
-    au_dataset: str = "bp4d",
+    dataset: str = ZEROSHOT_FER,
+    au_dataset: str = ZEROSHOT_AU,
     seen: list[str] | None = None,
     on_step: OnStep | None = None,
 ) -> list[ZeroShotResult]:

@@ -1,29 +1,28 @@
-"""One reader per dataset; `get_reader(name, root)` is the only lookup."""
+"""One reader per dataset; `get_reader(name, root)` is the only lookup.
+
+Which reader class reads a dataset is its registry record's `reader` ("module:Class",
+`clef_core.common.datasets`): adding a dataset is its record and its reader file.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
+from clef_core.common.datasets import REGISTRY
 from clef_core.common.errors import ClefError
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef
-from preprocessing.readers.bp4d import BP4DPlusReader, BP4DReader
-from preprocessing.readers.disfa import DISFAReader
-from preprocessing.readers.fer import AffectNet7Reader, AffectNet8Reader, FERPlusReader, RAFDBReader
-from preprocessing.readers.video import VideoFolderReader
 
-READERS: dict[str, type[Reader]] = {
-    r.name: r
-    for r in (
-        BP4DReader,
-        BP4DPlusReader,
-        DISFAReader,
-        RAFDBReader,
-        AffectNet7Reader,
-        AffectNet8Reader,
-        FERPlusReader,
-        VideoFolderReader,
-    )
-}
+
+def _reader_class(name: str, where: str) -> type[Reader]:
+    module, _, cls_name = where.partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, Reader)) or cls.name != name:
+        raise TypeError(f"{where} is not the Reader of dataset {name!r} (its registry record)")
+    return cls
+
+
+READERS: dict[str, type[Reader]] = {n: _reader_class(n, d.reader) for n, d in REGISTRY.items()}
 
 
 def get_reader(name: str, root: Path) -> Reader:

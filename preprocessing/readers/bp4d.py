@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from clef_core.common.datasets import REGISTRY
 from preprocessing.decode import DecodeError, decode_image_bytes, read_image
 from preprocessing.folds import part_of
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
@@ -27,7 +28,7 @@ TASK = re.compile(r"^T\d+$")
 
 class BP4DReader(Reader):
     name = "bp4d"
-    au_ids = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
+    au_ids = REGISTRY[name].au_ids
     expected = "<root>/[<release folder>/]<Subject>/<Task>/<frame>.jpg and <root>/AUCoding/AU_OCC/<Subject>_<Task>.csv"
 
     def __init__(self, root: Path) -> None:
@@ -212,6 +213,7 @@ class BP4DReader(Reader):
 
 class BP4DPlusReader(BP4DReader):
     name = "bp4d_plus"
+    au_ids = REGISTRY[name].au_ids
     expected = "<root>/2D+3D/<Subject>/<Task>/<frame>.jpg or <root>/2D+3D/<Subject>.zip, and <root>/AUCoding/AU_OCC/<Subject>_<Task>.csv"
 
 

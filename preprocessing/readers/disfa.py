@@ -6,12 +6,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from clef_core.common.datasets import REGISTRY
 from preprocessing.decode import Backend, DecodeError, iter_video
 from preprocessing.folds import part_of
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 
 VIDEO = re.compile(r"^LeftVideo(SN\d{3})_comp\.avi$", re.IGNORECASE)
-PROTOCOL_AUS = (1, 2, 4, 6, 9, 12, 25, 26)
+PROTOCOL_AUS = REGISTRY["disfa"].au_ids  # the AUs of the common protocol
 POSITIVE_FROM = 2  # intensity >= 2 counts as present (the common protocol)
 
 

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from clef_core.common.datasets import REGISTRY
 from preprocessing.decode import DecodeError, read_image
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 
@@ -47,15 +48,7 @@ class _ImageListReader(Reader):
 
 class RAFDBReader(_ImageListReader):
     name = "rafdb"
-    classes = (
-        "surprise",
-        "fear",
-        "disgust",
-        "happiness",
-        "sadness",
-        "anger",
-        "neutral",
-    )  # labels 1-7
+    classes = REGISTRY[name].classes  # labels 1-7
 
     def _index(self) -> list:
         path = self.root / "basic" / "EmoLabel" / "list_patition_label.txt"
@@ -88,15 +81,7 @@ class RAFDBReader(_ImageListReader):
 
 class AffectNet7Reader(_ImageListReader):
     name = "affectnet7"
-    classes: tuple[str, ...] = (
-        "neutral",
-        "happiness",
-        "sadness",
-        "surprise",
-        "fear",
-        "disgust",
-        "anger",
-    )
+    classes: tuple[str, ...] = REGISTRY[name].classes
 
     def _index(self) -> list:
         lists = self.root / "Manually_Annotated_file_lists"
@@ -138,7 +123,18 @@ class AffectNet7Reader(_ImageListReader):
 
 class AffectNet8Reader(AffectNet7Reader):
     name = "affectnet8"
-    classes = (*AffectNet7Reader.classes, "contempt")
+    classes = REGISTRY[name].classes  # AffectNet-7's and contempt
+
+
+def _gray48(values: list[str]) -> np.ndarray | None:
+    """A 48 x 48 uint8 image from FER2013's pixel values, None when they are not that."""
+    try:
+        pixels = np.array(values, str).astype(np.int64)
+    except ValueError:
+        return None
+    if pixels.size != 48 * 48 or pixels.min() < 0 or pixels.max() > 255:
+        return None
+    return pixels.astype(np.uint8).reshape(48, 48)
 
 
 class FERPlusReader(_ImageListReader):
@@ -146,16 +142,7 @@ class FERPlusReader(_ImageListReader):
     more than half of the remaining votes, else the image is dropped; unknown/NF dropped."""
 
     name = "ferplus"
-    classes = (
-        "neutral",
-        "happiness",
-        "surprise",
-        "sadness",
-        "anger",
-        "disgust",
-        "fear",
-        "contempt",
-    )
+    classes = REGISTRY[name].classes
     usage: ClassVar[dict[str, str]] = {
         "Training": "train",
         "PrivateTest": "test",
@@ -167,11 +154,20 @@ class FERPlusReader(_ImageListReader):
         if not (old.is_file() and new.is_file()):
             raise layout_error(self.name, self.root, "<root>/fer2013.csv and <root>/fer2013new.csv")
         with old.open(newline="") as f:
-            self.pixels = [r["pixels"] for r in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            if "pixels" not in (reader.fieldnames or ()):
+                raise layout_error(self.name, self.root, "a 'pixels' column in <root>/fer2013.csv")
+            self.pixels = [r["pixels"] or "" for r in reader]
         rows = []
         with new.open(newline="") as f:
             for i, row in enumerate(csv.DictReader(f)):
-                votes = np.array([float(row.get(c) or 0) for c in (*self.classes, "unknown", "NF")])
+                try:
+                    votes = np.array(
+                        [float(row.get(c) or 0) for c in (*self.classes, "unknown", "NF")]
+                    )
+                except ValueError:  # a bad label row: an issue, the others go on
+                    self.issues.add(f"{new}: row {i + 2} has a vote that is not a number")
+                    continue
                 votes[votes <= 1] = 0
                 top = int(votes.argmax())
                 if votes.sum() == 0 or top >= len(self.classes) or votes[top] <= votes.sum() / 2:
@@ -182,16 +178,13 @@ class FERPlusReader(_ImageListReader):
 
     def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         for index, (row, label, _, _) in enumerate(self._chunk(seq)):
-            values = self.pixels[int(row)].split()
-            if len(values) != 48 * 48:
-                yield FrameItem(
-                    index,
-                    None,
-                    expression=label,
-                    error=f"row {row}: {len(values)} pixels, expected 2304",
-                )
+            # fer2013new.csv labels the rows of fer2013.csv by position: a shorter one is bad input
+            values = self.pixels[int(row)].split() if int(row) < len(self.pixels) else []
+            gray = _gray48(values)
+            if gray is None:
+                error = f"fer2013.csv row {row}: expected 2304 pixel values 0-255, found {len(values)} values"
+                yield FrameItem(index, None, expression=label, error=error)
                 continue
-            gray = np.array(values, np.uint8).reshape(48, 48)
             yield FrameItem(
                 int(row), np.repeat(gray[..., None], 3, 2), expression=label, aligned=True
             )

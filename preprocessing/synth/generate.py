@@ -7,6 +7,7 @@ was rendered: visibility, face box, eyes, AU intensities, true expression) and
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -23,18 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from clef_core.common.datasets import synth_layouts
 from clef_core.common.errors import ClefError
-from preprocessing.synth.layouts import bp4d, disfa, fer, videos
 from preprocessing.synth.spec import SynthSpec
 
+# Each layout's writer module (its registry records' `synth_writer`): `jobs(spec, layout)`
+# and `finish(spec, layout, rows)`.
 WRITERS: dict[str, ModuleType] = {
-    "bp4d": bp4d,
-    "bp4d_plus": bp4d,
-    "disfa": disfa,
-    "rafdb": fer,
-    "affectnet": fer,
-    "ferplus": fer,
-    "videos": videos,
+    name: importlib.import_module(str(d.synth_writer)) for name, d in synth_layouts().items()
 }
 
 

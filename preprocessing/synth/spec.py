@@ -10,33 +10,16 @@ from typing import Any
 import cv2
 import numpy as np
 
+from clef_core.common.datasets import REGISTRY, synth_layouts
 from clef_core.common.errors import ClefError
-from preprocessing.folds import PARTS, pick_subjects
+from preprocessing.folds import pick_subjects
 
-SYNTH_DATASETS = ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet", "ferplus", "videos")
-
-# Folder of each dataset under the output directory (the roots a user passes to preprocess).
-ROOT_NAMES = {
-    "bp4d": "BP4D",
-    "bp4d_plus": "BP4D+",
-    "disfa": "DISFA",
-    "rafdb": "RAF-DB",
-    "affectnet": "AffectNet",
-    "ferplus": "FERPlus",
-    "videos": "videos",
-}
-
+# The layouts `clef synth` renders, each in the folder its registry records name (the roots a
+# user passes to preprocess; `clef_core.common.datasets`). AffectNet-7 and -8 share one.
+SYNTH_DATASETS = tuple(synth_layouts())
+ROOT_NAMES = {name: str(d.synth_folder) for name, d in synth_layouts().items()}
 # Reader name -> the folder under the output directory that is that reader's root.
-READER_ROOTS = {
-    "bp4d": "BP4D",
-    "bp4d_plus": "BP4D+",
-    "disfa": "DISFA",
-    "rafdb": "RAF-DB",
-    "affectnet7": "AffectNet",
-    "affectnet8": "AffectNet",
-    "ferplus": "FERPlus",
-    "video": "videos",
-}
+READER_ROOTS = {d.name: str(d.synth_folder) for d in REGISTRY.values() if d.synth_folder}
 
 
 @dataclass(frozen=True)
@@ -59,7 +42,7 @@ class SynthSpec:
     def subjects_of(self, dataset: str) -> list[str]:
         """The real subject ids to render: `subjects` of them, or every one the real dataset
         has when it has fewer (DISFA: 27, BP4D: 41), spread over its fold parts."""
-        available = sum(len(members) for members in PARTS[dataset])
+        available = sum(len(members) for members in REGISTRY[dataset].parts)
         return pick_subjects(dataset, min(self.subjects, available))
 
 

@@ -3,7 +3,6 @@ found, bad input is reported without losing anything else."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import Manifest, read_manifest
 from preprocessing.pipeline import PreprocessOptions, plan
 from preprocessing.readers.bp4d import BP4DReader
 from preprocessing.readers.disfa import PROTOCOL_AUS
 from preprocessing.readers.fer import AffectNet8Reader, FERPlusReader, RAFDBReader
-from preprocessing.shards import SCHEMA, read_manifest
+from preprocessing.shards import SCHEMA
 from preprocessing.synth.dynamics import AU_INDEX
 from preprocessing.synth.generate import generate
 from preprocessing.synth.layouts.bp4d import OCCURRENCE_THRESHOLD
@@ -28,14 +28,12 @@ ROOTS = {d: folder for d, folder in READER_ROOTS.items() if d != "affectnet7"}
 
 
 @pytest.fixture(scope="module")
-def shards(shard_dir: Path) -> dict[str, tuple[list[dict], dict]]:
+def shards(shard_dir: Path) -> dict[str, tuple[list[dict], Manifest]]:
     out = {}
     for dataset in ROOTS:
-        manifest = json.loads((shard_dir / dataset / "manifest.json").read_text())
+        manifest = read_manifest(shard_dir, dataset)
         rows = [
-            r
-            for s in manifest["shards"]
-            for r in pq.read_table(shard_dir / dataset / s).to_pylist()
+            r for s in manifest.shards for r in pq.read_table(shard_dir / dataset / s).to_pylist()
         ]
         out[dataset] = (rows, manifest)
     return out
@@ -48,7 +46,7 @@ def truth(root: Path, dataset: str) -> list[dict]:
 @pytest.mark.parametrize("dataset", ["bp4d", "bp4d_plus"])
 def test_bp4d_labels_equal_truth_and_faces_found(shards, synth_root: Path, dataset: str) -> None:  # type: ignore[no-untyped-def]
     rows, manifest = shards[dataset]
-    assert manifest["au_ids"] == list(BP4DReader.au_ids) and manifest["unreadable"] == 0
+    assert manifest.au_ids == list(BP4DReader.au_ids) and manifest.unreadable == 0
     by_key = {(t["subject"], t["task"], t["frame"]): t for t in truth(synth_root, dataset)}
     assert len(rows) == len(by_key)  # every frame kept, faceless ones too
     found = visible = agree = labeled = 0
@@ -71,7 +69,7 @@ def test_bp4d_labels_equal_truth_and_faces_found(shards, synth_root: Path, datas
             found += r["face_found"]
     assert labeled > 0 and agree < 0.05 * labeled * 12
     assert found / visible >= 0.95
-    assert manifest["no_face"] == sum(not r["face_found"] for r in rows)
+    assert manifest.no_face == sum(not r["face_found"] for r in rows)
 
 
 def test_large_frames_are_decoded_smaller_with_the_same_faces(tmp_path: Path) -> None:
@@ -87,12 +85,12 @@ def test_large_frames_are_decoded_smaller_with_the_same_faces(tmp_path: Path) ->
     assert first.image is not None and first.image.shape == (696, 520, 3)
     full_rows, full = run_inline("bp4d", root, tmp_path / "full", 224, reduce_decode=False)
     rows, reduced = run_inline("bp4d", root, tmp_path / "reduced", 224)
-    sequences = len(reduced["shards"])
-    assert full["decode_reduction"] == {"1": sequences}
-    assert reduced["decode_reduction"].get("2", 0) >= 0.9 * sequences  # a face was found
-    assert abs(reduced["no_face"] - full["no_face"]) <= 0.03 * reduced["rows"]
+    sequences = len(reduced.shards)
+    assert full.decode_reduction == {1: sequences}
+    assert reduced.decode_reduction.get(2, 0) >= 0.9 * sequences  # a face was found
+    assert abs(reduced.no_face - full.no_face) <= 0.03 * reduced.rows
     _, rerun = run_inline("bp4d", root, tmp_path / "reduced", 224)  # every shard skipped
-    assert rerun["decode_reduction"] == reduced["decode_reduction"]
+    assert rerun.decode_reduction == reduced.decode_reduction
 
     def key(r: dict) -> tuple:
         return r["subject"], r["task"], r["frame"]
@@ -110,7 +108,7 @@ def test_large_frames_are_decoded_smaller_with_the_same_faces(tmp_path: Path) ->
 
 def test_disfa_protocol_labels(shards, synth_root: Path) -> None:  # type: ignore[no-untyped-def]
     rows, manifest = shards["disfa"]
-    assert manifest["au_ids"] == list(PROTOCOL_AUS)
+    assert manifest.au_ids == list(PROTOCOL_AUS)
     by_key = {(t["subject"], t["frame"]): t for t in truth(synth_root, "disfa")}
     assert len(rows) == len(by_key)
     for r in rows:
@@ -128,12 +126,12 @@ def test_disfa_protocol_labels(shards, synth_root: Path) -> None:  # type: ignor
 )
 def test_fer_labels_equal_written_labels(shards, synth_root: Path, dataset: str, reader) -> None:  # type: ignore[no-untyped-def]
     rows, manifest = shards[dataset]
-    assert manifest["classes"] == list(reader.classes)
+    assert manifest.classes == list(reader.classes)
     written = {
         t["frame"]: t["label"]
         for t in truth(synth_root, "affectnet" if "affectnet" in dataset else dataset)
     }
-    labels = [manifest["classes"][r["expression"]] for r in rows]
+    labels = [manifest.classes[r["expression"]] for r in rows]
     assert all(r["face_found"] for r in rows) and {r["part"] for r in rows} >= {0, 1}
     if dataset == "ferplus":  # rows are named by their index in the CSV
         assert all(written[r["frame"]] == lab for r, lab in zip(rows, labels, strict=True))
@@ -143,7 +141,7 @@ def test_fer_labels_equal_written_labels(shards, synth_root: Path, dataset: str,
 
 def test_video_rows_equal_frames(shards, synth_root: Path) -> None:  # type: ignore[no-untyped-def]
     rows, manifest = shards["video"]
-    assert len(rows) == len(truth(synth_root, "videos")) and manifest["au_ids"] == []
+    assert len(rows) == len(truth(synth_root, "videos")) and manifest.au_ids == []
     image = cv2.imdecode(np.frombuffer(rows[0]["image"], np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (112, 112, 3)
 
@@ -151,7 +149,7 @@ def test_video_rows_equal_frames(shards, synth_root: Path) -> None:  # type: ign
 def test_shard_schema(shards, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rows, manifest = shards["bp4d"]
     assert set(rows[0]) == set(SCHEMA.names)
-    assert manifest["rows"] == len(rows) and sum(manifest["rows_per_part"].values()) == len(rows)
+    assert manifest.rows == len(rows) and sum(manifest.rows_per_part.values()) == len(rows)
     with pytest.raises(ClefError, match="run `clef preprocess --dataset disfa` first"):
         read_manifest(tmp_path, "disfa")
 
@@ -188,7 +186,7 @@ def test_a_cut_or_outdated_shard_is_built_again(synth_root: Path, tmp_path: Path
     root = synth_root / "DISFA"
     rows, manifest = run_inline("disfa", root, tmp_path)
     verify_shards(tmp_path, "disfa")
-    first, second = (tmp_path / "disfa" / name for name in manifest["shards"][:2])
+    first, second = (tmp_path / "disfa" / name for name in manifest.shard_names[:2])
     data = first.read_bytes()
     first.write_bytes(data[: len(data) // 2])
     with pytest.raises(ClefError, match=rf"1 unreadable: {first.name} .*clef preprocess --dat"):
@@ -225,9 +223,9 @@ def test_bad_files_are_counted_and_nothing_else_is_lost(synth_root: Path, tmp_pa
     )  # ... and a row for a frame that does not exist
     csv_path.write_text("\n".join(cut) + "\n")
     rows, manifest = run_inline("bp4d", bp4d, tmp_path / "shards")
-    assert manifest["unreadable"] == 1 and "unreadable image" in manifest["unreadable_examples"][0]
-    assert any("no column for AU 12" in m for m in manifest["issues"])
-    assert any("do not exist" in m for m in manifest["issues"])
+    assert manifest.unreadable == 1 and "unreadable image" in manifest.unreadable_examples[0]
+    assert any("no column for AU 12" in m for m in manifest.issues)
+    assert any("do not exist" in m for m in manifest.issues)
     assert len(rows) == len(truth(synth_root, "bp4d")) - 1
 
     disfa = tmp_path / "DISFA"
@@ -239,7 +237,7 @@ def test_bad_files_are_counted_and_nothing_else_is_lost(synth_root: Path, tmp_pa
     subject = video.name[len("LeftVideo") : -len("_comp.avi")]
     kept = [r for r in rows if r["subject"] == subject]
     assert 0 < len(kept) < 80  # frames read before the damage are kept
-    assert manifest["unreadable"] == 1 and subject in manifest["unreadable_examples"][0]
+    assert manifest.unreadable == 1 and subject in manifest.unreadable_examples[0]
     assert len({r["subject"] for r in rows}) == 6  # the other videos are untouched
 
 
@@ -254,3 +252,35 @@ def test_a_bug_inside_a_sequence_stops_the_run_instead_of_being_counted(
     monkeypatch.setattr(pipeline, "align_item", broken)
     with pytest.raises(TypeError, match="a programming error"):
         run_inline("video", synth_root / "videos", tmp_path)
+
+
+def test_bad_label_and_pixel_rows_are_counted_never_taken_for_bugs(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    """FERPlus's two CSVs: a vote that is not a number (a label-parsing error), a row whose
+    pixels are not 48 x 48 values 0-255, and a fer2013.csv cut shorter than the labels that
+    index it are bad inputs: listed and counted while every other image is written."""
+    from preprocessing.readers.fer import FERPlusReader
+
+    root = tmp_path / "FERPlus"
+    shutil.copytree(synth_root / "FERPlus", root)
+    kept = [int(r[0]) for r in FERPlusReader(root).rows]  # fer2013.csv rows with a label
+    bad_vote, bad_pixels, cut = kept[0], kept[1], kept[-3]
+    labels = (root / "fer2013new.csv").read_text().splitlines()
+    cells = labels[1 + bad_vote].split(",")
+    cells[-3] = "many"  # the contempt vote
+    labels[1 + bad_vote] = ",".join(cells)
+    (root / "fer2013new.csv").write_text("\n".join(labels) + "\n")
+    images = (root / "fer2013.csv").read_text().splitlines()
+    emotion, _, usage = images[1 + bad_pixels].split(",")
+    images[1 + bad_pixels] = f"{emotion},12 34 x,{usage}"
+    (root / "fer2013.csv").write_text("\n".join(images[: 1 + cut]) + "\n")  # rows >= cut gone
+
+    rows, manifest = run_inline("ferplus", root, tmp_path / "shards")
+    assert [m for m in manifest.issues if "not a number" in m] == [
+        f"{root / 'fer2013new.csv'}: row {bad_vote + 2} has a vote that is not a number"
+    ]
+    missing = 1 + sum(k >= cut for k in kept)  # the bad pixel row and the rows cut away
+    assert manifest.unreadable == missing and not manifest.failed_sequences
+    assert any(f"row {bad_pixels}: expected 2304" in m for m in manifest.unreadable_examples)
+    assert len(rows) == manifest.rows == len(kept) - 1 - missing

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from preprocessing.folds import BP4D_PARTS, DISFA_PARTS
+from clef_core.common.datasets import REGISTRY
 from preprocessing.synth.dynamics import AU_INDEX
 from preprocessing.synth.layouts.bp4d import BP4D_AUS, BP4D_PLUS_CODED_TASKS, OCCURRENCE_THRESHOLD
 from preprocessing.synth.layouts.disfa import DISFA_CODED_AUS
@@ -25,7 +25,9 @@ def test_bp4d_frames_and_labels(synth_root: Path) -> None:
     root = synth_root / "BP4D"
     subjects = sorted(p.name for p in (root / "BP4D-training").iterdir())
     assert len(subjects) == 6
-    assert all(any(s in part for s in subjects) for part in BP4D_PARTS)  # every fold has subjects
+    assert all(
+        any(s in part for s in subjects) for part in REGISTRY["bp4d"].parts
+    )  # every fold has subjects
     widths = {len(next((root / "BP4D-training" / s / "T1").glob("*.jpg")).stem) for s in subjects}
     assert len(widths) > 1, "zero-padding width should vary between subjects"
     rows = {(r["subject"], r["task"], r["frame"]): r for r in truth(synth_root, "bp4d")}
@@ -76,7 +78,7 @@ def test_disfa_videos_and_intensities(synth_root: Path) -> None:
     videos = sorted((root / "Videos_LeftCamera").glob("LeftVideoSN*_comp.avi"))
     assert len(videos) == 6
     subject = videos[0].name[len("LeftVideo") : -len("_comp.avi")]
-    assert any(subject in part for part in DISFA_PARTS)
+    assert any(subject in part for part in REGISTRY["disfa"].parts)
     cap = cv2.VideoCapture(str(videos[0]))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()

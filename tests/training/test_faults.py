@@ -107,22 +107,23 @@ def test_a_cut_or_replaced_shard_is_named_and_rebuilt(synth_root: Path, tmp_path
     and preprocessing rebuilds exactly those and counts them as rebuilt."""
     import pyarrow.parquet as pq
 
+    from clef_core.common.manifest import Manifest
     from clef_core.training.cache import verify_shards
     from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
 
     opts = PreprocessOptions("rafdb", synth_root / "RAF-DB", tmp_path, image_size=112)
 
-    def preprocess() -> tuple[dict, list]:
+    def preprocess() -> tuple[Manifest, list]:
         sequences, issues = plan(opts)
         results = [process_sequence(opts, s) for s in sequences]
         return finish(opts, results, issues), results
 
     manifest, _ = preprocess()
-    stats = manifest["shard_stats"]
-    assert set(stats) == set(manifest["shards"]) and len(stats) >= 2
-    assert sum(s["rows"] for s in stats.values()) == manifest["rows"]
+    stats = manifest.shards
+    assert len(stats) >= 2
+    assert sum(s.rows for s in stats.values()) == manifest.rows
     verify_shards(tmp_path, "rafdb")
-    first, second = (tmp_path / "rafdb" / name for name in manifest["shards"][:2])
+    first, second = (tmp_path / "rafdb" / name for name in manifest.shard_names[:2])
     data = first.read_bytes()
     first.write_bytes(data[: len(data) // 2])  # cut short: does not open
     table = pq.read_table(second)
@@ -137,7 +138,7 @@ def test_a_cut_or_replaced_shard_is_named_and_rebuilt(synth_root: Path, tmp_path
     rebuilt = sorted(f"{r.key}.parquet" for r in results if r.rebuilt)
     assert rebuilt == sorted([first.name, second.name])
     assert sum(r.skipped for r in results) == len(results) - 2
-    assert again["shard_stats"] == stats and again["rows"] == manifest["rows"]
+    assert again.shards == stats and again.rows == manifest.rows
     verify_shards(tmp_path, "rafdb")
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from clef_core.common.errors import ClefError
+from clef_core.common.manifest import Manifest
 from clef_core.method.config import load_config
 from clef_core.training.protocol import Unit, folds_of, plan, stage2_unit, unit_key
 
 REPO = Path(__file__).resolve().parents[2]
 
-MANIFESTS = {
-    d: {"input_hash": f"h-{d}", "rows": 100, "code_version": "0", "image_size": 112}
+MANIFESTS = {  # the fields a unit key reads (clef_core.common.manifest)
+    d: Manifest.model_construct(input_hash=f"h-{d}", rows=100, code_version="0", image_size=112)
     for d in ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
 }
 
@@ -73,7 +74,7 @@ def test_unit_keys_follow_what_the_result_depends_on() -> None:
     assert unit_key(load_config("cpu-tiny", ["stage2.lam=1"]), s1, MANIFESTS) == unit_key(
         cfg, s1, MANIFESTS
     )
-    changed = dict(MANIFESTS, bp4d={**MANIFESTS["bp4d"], "input_hash": "other"})
+    changed = dict(MANIFESTS, bp4d=MANIFESTS["bp4d"].model_copy(update={"input_hash": "other"}))
     assert unit_key(cfg, unit, changed) != key  # new BP4D shards: retrain BP4D and DISFA
 
 

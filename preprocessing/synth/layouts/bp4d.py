@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.folds import BP4D_PLUS_PARTS
+from clef_core.common.datasets import REGISTRY
 from preprocessing.synth.dynamics import AU_INDEX, BP4D_PLUS_PROFILES, BP4D_PROFILES
 from preprocessing.synth.identity import rng_for
 from preprocessing.synth.sequence import render_sequence, truth_row
@@ -66,7 +66,8 @@ def jobs(spec: SynthSpec, dataset: str) -> list[Any]:
         subjects, tasks = spec.subjects_of("bp4d"), list(BP4D_PROFILES)
     else:
         # BP4D+ subjects: spread over our 4 parts so every fold has training and test data.
-        subjects = [BP4D_PLUS_PARTS[k % 4][k // 4] for k in range(max(spec.subjects, 4))]
+        parts = REGISTRY["bp4d_plus"].parts
+        subjects = [parts[k % 4][k // 4] for k in range(max(spec.subjects, 4))]
         tasks = list(BP4D_PLUS_PROFILES)
     return [
         partial(write_task, spec, dataset, s, t, k) for k, s in enumerate(subjects) for t in tasks
