@@ -272,6 +272,7 @@ def reproduce(
     )  # fmt: skip
     checked(params)  # a bad parameter fails here, in seconds, before Prefect and Ray start
     log = quiet_libraries(data_dir.resolve() / "logs" / "clef.log")
+    _start_temporary_prefect()
     state = clef(**params.model_dump(), return_state=True)
     if not state.is_completed():  # the flow's state message is the cause, in one line
         from clef_core.common.errors import ClefError
@@ -279,6 +280,31 @@ def reproduce(
         raise ClefError(f"the clef flow ended {state.name}: {state.message}")
     _show_report(Path(state.result()))
     typer.echo(f"Prefect's and Ray's own log lines: {log}")
+
+
+def _start_temporary_prefect() -> None:
+    """Start this process's temporary Prefect server (no PREFECT_API_URL) one process at a
+    time per Prefect home. Two `clef reproduce` on one data dir share its Prefect database,
+    and each temporary server migrates it as it starts: two at once on a new database
+    collided (`duplicate column name`, `NoSuchTableError: block`), and the loser's traceback
+    was printed before Prefect started it again. Under an flock on the home the second finds
+    the database migrated (ours). The flow then uses this server (Prefect keeps one per
+    process)."""
+    import fcntl
+    import os
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+    if PREFECT_API_URL.value():  # a real server: nothing to start
+        return
+    # The server's process takes this environment (`use_data_dir` set the home after
+    # Prefect read its settings, so the environment is what it gets).
+    home = Path(os.environ.get("PREFECT_HOME") or PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "temporary-server.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when closed (or the process dies)
+        SubprocessASGIServer().start()
 
 
 def _show_report(path: Path) -> None:

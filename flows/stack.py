@@ -11,6 +11,7 @@ the state file, shown by `clef stack status` and `clef stack env`), or the ones 
 Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json`, and `down` stops
 exactly those process groups (never `ray stop`, which would stop every Ray on the machine).
 The serving process is stopped first, with SIGINT: it ignores SIGTERM once its server is gone.
+`start_again` starts one service that stopped (killed, crashed) again on its port and store.
 """
 
 from __future__ import annotations
@@ -210,6 +211,46 @@ def ray_temp_dir(data_dir: Path) -> Path:
     return Path(os.environ.get("RAY_TMPDIR") or "/tmp") / f"clef-{os.getuid()}-{tag}"
 
 
+def _base_env(data_dir: Path) -> dict[str, str]:
+    """The services' environment: Prefect's home under the data dir, no outside cluster."""
+    base = {**os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
+    base.pop("PREFECT_API_URL", None)
+    base.pop("RAY_ADDRESS", None)  # the head must not join a cluster named in the caller's env
+    base.update(
+        {k: base.get(k, v) if k == "RAY_AUTH_MODE" else v for k, v in LOOPBACK_RAY_ENV.items()}
+    )
+    return base
+
+
+def _launch(name: str, data_dir: Path, ports: Ports) -> Service:
+    """Start one service of the stack of `data_dir` on its ports (not waiting for it)."""
+    folder = data_dir / "stack"
+    base = _base_env(data_dir)
+    if name == "prefect":
+        return _start("prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
+                      base, f"http://{HOST}:{ports.prefect}", f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
+    if name == "mlflow":
+        return _start("mlflow", [_bin("mlflow"), "server", "--host", HOST, "--port", str(ports.mlflow),
+                                 "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow-server.db'}",
+                                 "--artifacts-destination", str(data_dir / "mlflow-artifacts")],
+                      base, f"http://{HOST}:{ports.mlflow}", f"http://{HOST}:{ports.mlflow}/health", folder)  # fmt: skip
+    if name == "ray":
+        return _start("ray", [_bin("ray"), "start", "--head", "--block", "--node-ip-address", HOST,
+                              "--port", str(ports.ray), "--dashboard-host", HOST,
+                              "--dashboard-port", str(ports.ray_dashboard),
+                              "--ray-client-server-port", str(ports.ray_client),
+                              "--dashboard-agent-listen-port", str(ports.ray_agent),
+                              "--num-cpus", str(max(4, 2 * (os.cpu_count() or 1))),
+                              "--temp-dir", str(ray_temp_dir(data_dir))],
+                      base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder)  # fmt: skip
+    if name == "deployments":
+        serve_env = {**base, **service_env(data_dir, ports)}
+        return _start("deployments", [sys.executable, "-m", "flows.serve"], serve_env,
+                      f"http://{HOST}:{ports.prefect}/deployments",
+                      f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
+    raise ClefError(f"unknown service {name!r}; expected prefect, mlflow, ray or deployments")
+
+
 def up(data_dir: Path, ports: Ports | None = None, timeout: float = 180) -> list[Service]:
     """Start the four services (refuses if a stack of this data dir is running)."""
     data_dir = data_dir.resolve()
@@ -219,53 +260,66 @@ def up(data_dir: Path, ports: Ports | None = None, timeout: float = 180) -> list
         raise ClefError(
             f"a stack is already running for {data_dir} ({', '.join(s.name for s in running)}): `clef stack down` first"
         )
-    folder = data_dir / "stack"
-    folder.mkdir(parents=True, exist_ok=True)
-    base = {**os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
-    base.pop("PREFECT_API_URL", None)
-    base.pop("RAY_ADDRESS", None)  # the head must not join a cluster named in the caller's env
-    base.update(
-        {k: base.get(k, v) if k == "RAY_AUTH_MODE" else v for k, v in LOOPBACK_RAY_ENV.items()}
-    )
-    services = [
-        _start("prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
-               base, f"http://{HOST}:{ports.prefect}", f"http://{HOST}:{ports.prefect}/api/health", folder),
-        _start("mlflow", [_bin("mlflow"), "server", "--host", HOST, "--port", str(ports.mlflow),
-                          "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow-server.db'}",
-                          "--artifacts-destination", str(data_dir / "mlflow-artifacts")],
-               base, f"http://{HOST}:{ports.mlflow}", f"http://{HOST}:{ports.mlflow}/health", folder),
-        _start("ray", [_bin("ray"), "start", "--head", "--block", "--node-ip-address", HOST,
-                       "--port", str(ports.ray), "--dashboard-host", HOST,
-                       "--dashboard-port", str(ports.ray_dashboard),
-                       "--ray-client-server-port", str(ports.ray_client),
-                       "--dashboard-agent-listen-port", str(ports.ray_agent),
-                       "--num-cpus", str(max(4, 2 * (os.cpu_count() or 1))),
-                       "--temp-dir", str(ray_temp_dir(data_dir))],
-               base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder),
-    ]  # fmt: skip
+    (data_dir / "stack").mkdir(parents=True, exist_ok=True)
+    services = [_launch(name, data_dir, ports) for name in ("prefect", "mlflow", "ray")]
     _save(data_dir, services, ports)
     for s in services:
         _wait(s, timeout)
-    serve_env = {**base, **service_env(data_dir, ports)}
-    serve = _start("deployments", [sys.executable, "-m", "flows.serve"], serve_env,
-                   f"http://{HOST}:{ports.prefect}/deployments",
-                   f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
+    serve = _launch("deployments", data_dir, ports)
     services.append(serve)
     _save(data_dir, services, ports)
     _wait_for_deployments(ports, serve, timeout)
     return services
 
 
+def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
+    """Start one service of the running stack of `data_dir` that has stopped (killed,
+    crashed) again, on its port and with its store, and wait for it; its new PID replaces
+    the old one in the state file, so `down` stops it. Refuses one that is still alive."""
+    data_dir = data_dir.resolve()
+    ports = read_ports(data_dir)
+    services = read_state(data_dir)
+    old = next((s for s in services if s.name == name), None)
+    if ports is None or old is None:
+        raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
+    if _alive(old.pid):
+        raise ClefError(f"{name} (pid {old.pid}) is still running")
+    new = _launch(name, data_dir, ports)
+    _save(data_dir, [new if s.name == name else s for s in services], ports)
+    if name == "deployments":
+        _wait_for_deployments(ports, new, timeout)
+    else:
+        _wait(new, timeout)
+    return new
+
+
 def _wait_for_deployments(ports: Ports, serve: Service, timeout: float) -> None:
+    """Until the deployment server has registered its deployments: after it marked earlier
+    runs Crashed (`flows.serve.crash_orphans`), and not merely found in the database by an
+    earlier stack of the same data dir (their `updated` time is this start's)."""
     url = f"http://{HOST}:{ports.prefect}/api/deployments/name/clef/smoke"
+    since = time.time() - 1  # the server's clock is this machine's; its stamps have µs
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _healthy(url):
+        registered = _registered_at(url)
+        if registered is not None and registered >= since:
             return
         if not _alive(serve.pid):
             raise ClefError(f"the deployment server exited; see {serve.log}")
         time.sleep(1)
     raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
+
+
+def _registered_at(url: str) -> float | None:
+    """When the deployment at `url` was last registered (its `updated`), None if not yet."""
+    from datetime import datetime
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            updated = json.loads(r.read()).get("updated")
+    except (OSError, ValueError):
+        return None
+    return datetime.fromisoformat(updated).timestamp() if updated else None
 
 
 def _save(data_dir: Path, services: list[Service], ports: Ports) -> None:

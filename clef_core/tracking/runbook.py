@@ -53,6 +53,23 @@ def quick_http() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def create_store(tracking_uri: str) -> None:
+    """Create a SQLite store's tables one process at a time (a lock file beside it). MLflow
+    creates and migrates a new store's tables when a client first uses it, and two processes
+    doing so at once (two `clef` runs started together on a new data dir) failed, one or
+    both (`duplicate column name`, alembic's `expected to match one row`). A server's store
+    is the server's business."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    from mlflow import MlflowClient
+
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(f"{path.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when closed, or when the process dies
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+
+
 class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
@@ -351,6 +368,7 @@ class RunBook:
 
         quick_http()
         self.uri = tracking_uri
+        create_store(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.prefix = prefix
         self.reproduction = reproduction
@@ -380,8 +398,17 @@ class RunBook:
             if EXPERIMENT_KIND[0] not in exp.tags:  # made before the tag was set
                 self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return str(exp.experiment_id)
+        from mlflow.exceptions import MlflowException
+
         tags = dict([EXPERIMENT_KIND])
-        return str(self.client.create_experiment(name, self._artifact_location(name), tags))
+        try:
+            return str(self.client.create_experiment(name, self._artifact_location(name), tags))
+        except MlflowException as err:  # another run on the store made it since: use that one
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            log.debug("experiment %s made by another run meanwhile (%s)", name, err)
+            return str(exp.experiment_id)
 
     def parent(self, dataset: str) -> str:
         """The reproduction's parent run in the dataset's experiment (created once)."""

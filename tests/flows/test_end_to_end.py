@@ -17,11 +17,16 @@ started once for the module in one data dir; its tests, in order:
    the cache, the report written;
 4. the README's `ray job submit` trains a unit on the stack's Ray head, results in MLflow;
    `clef submit` runs a command there;
+5. the Prefect server killed while a deployment run trains stage 1 and started again on its
+   port and database: the run ends Completed; the whole stack stopped (`down`) while another
+   run trains stage 2 and started again (`up`): that run is marked Crashed and
+   its rerun completes with stage 1 from the cache;
 and `clef stack down` stops exactly what was started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,7 +47,7 @@ import pytest
 
 from clef_core.tracking.report import MAIN
 from flows.serve import FULL, SMOKE, stored
-from flows.stack import Ports, Service, choose_ports, down, status, up
+from flows.stack import Ports, Service, choose_ports, down, read_state, start_again, status, up
 from flows.train import experiment_links, runs_url
 
 pytestmark = pytest.mark.slow
@@ -423,3 +428,98 @@ def test_clef_submit_runs_a_command_on_the_stack(stack: Stack) -> None:
     printed = done.stdout + done.stderr
     assert done.returncode == 0, printed[-3000:]
     assert "SUCCEEDED" in printed and "epochs: 3" in printed
+
+
+def _run_deployment(stack: Stack, overrides: list[str]) -> str:
+    """`prefect deployment run clef/smoke --param overrides=[...]`, not watched (the watch
+    would lose its server below): the flow run's id."""
+    run = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", "clef/smoke",
+         "--param", f"overrides={json.dumps(overrides)}"],
+        env=stack.env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    printed = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 0, printed[-3000:]
+    return printed.split("UUID:")[1].split()[0]
+
+
+def _final_state(stack: Stack, flow_run_id: str, timeout: float) -> dict:
+    """The flow run once it is final (Completed, Failed, Crashed, Cancelled)."""
+    url = f"http://127.0.0.1:{stack.ports.prefect}/api/flow_runs/{flow_run_id}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            flow_run = _get(url)
+            if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return flow_run
+        time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} not final after {timeout:.0f} s")
+
+
+def _started(data: Path, pattern: str, before: set[Path]) -> bool:
+    """A unit's Ray Train run began (its storage folder appeared) since `before`."""
+    return bool(set((data / "ray_results").glob(pattern)) - before)
+
+
+def _results(data: Path, unit: str) -> set[Path]:
+    return set((data / "runs").glob(f"{unit}-*/result.json"))
+
+
+# Schedules of their own: the units of these runs are trained here, not found in the cache;
+# the second shares the first's stage 1.
+FIRST = [*SMOKE.overrides, "stage1.steps_per_epoch=3", "stage2.steps_per_epoch=3"]
+SECOND = [*SMOKE.overrides, "stage1.steps_per_epoch=3", "stage2.steps_per_epoch=2"]
+
+
+def test_a_deployment_run_goes_on_through_a_prefect_server_restart(stack: Stack) -> None:
+    """The Prefect server killed (SIGKILL to its group) while a deployment run trains stage
+    1 and started again on the same port and database: the run goes on and ends Completed."""
+    data = stack.data
+    done_before = _results(data, "s1-bp4d-fold1") | _results(data, "s2-bp4d-fold1")
+    before = set((data / "ray_results").glob("*"))
+    run_id = _run_deployment(stack, FIRST)
+    assert _wait_for(lambda: _started(data, "s1-bp4d-fold1-*", before), 600), "no stage 1"
+    prefect = next(s for s in stack.services if s.name == "prefect")
+    os.killpg(prefect.pid, signal.SIGKILL)
+    killed_at = time.time()
+    assert _wait_for(lambda: not _alive_pid(prefect.pid), 30)
+    start_again(data, "prefect")
+    stack.services[:] = read_state(data)  # the fixture's `down` and checks see the new PID
+    flow_run = _final_state(stack, run_id, 600)
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
+    assert flow_run["run_count"] == 1  # it went on; it was not started again
+    s1 = _results(data, "s1-bp4d-fold1") - done_before
+    s2 = _results(data, "s2-bp4d-fold1") - done_before
+    assert len(s1) == 1 and len(s2) == 1, (s1, s2)
+    assert s1.pop().stat().st_mtime > killed_at  # stage 1 finished during or after the outage
+
+
+def test_a_deployment_run_cut_by_a_stack_restart_is_crashed_and_its_rerun_cached(
+    stack: Stack,
+) -> None:
+    """The whole stack stopped (`down`) while a deployment run trains stage 2 and started
+    again (`up`, on ports free now): the interrupted run is marked Crashed, not left Running,
+    and its rerun completes with stage 1 from the cache, untouched."""
+    data = stack.data
+    before = set((data / "ray_results").glob("*"))
+    run_id = _run_deployment(stack, SECOND)
+    assert _wait_for(lambda: _started(data, "s2-bp4d-fold1-*", before), 600), "no stage 2"
+    done = {p: p.stat().st_mtime for p in _results(data, "s1-bp4d-fold1")}  # this run's too
+    s2_before = _results(data, "s2-bp4d-fold1")
+    assert set(down(data)) == {"prefect", "mlflow", "ray", "deployments"}
+    # Ports free now, as the fixture chose them: on a busy machine one of the old ones
+    # (ephemeral-range numbers) was seen taken meanwhile as a connection's local port.
+    stack.ports = choose_ports({name: _free_port() for name in Ports.names()})
+    stack.services[:] = up(data, stack.ports)
+    interrupted = _get(f"http://127.0.0.1:{stack.ports.prefect}/api/flow_runs/{run_id}")
+    assert interrupted["state"]["type"] == "CRASHED", interrupted["state"]
+    assert "run the deployment again" in interrupted["state"]["message"]
+    rerun = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", "clef/smoke",
+         "--param", f"overrides={json.dumps(SECOND)}", "--watch", "--watch-timeout", "600"],
+        env=stack.env, capture_output=True, text=True, timeout=660,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "Completed" in rerun.stdout + rerun.stderr
+    assert {p: p.stat().st_mtime for p in _results(data, "s1-bp4d-fold1")} == done  # none redone
+    assert len(_results(data, "s2-bp4d-fold1") - s2_before) == 1  # the cut stage 2, done

@@ -7,9 +7,10 @@ a local Ray instance, the synthetic shards.
 2. with the server down, tracking calls return at once, the outage is said once, and what
    was spooled reaches MLflow when the server is back;
 3. the server killed during a unit's training and started again: the unit completes and
-   every epoch's metrics end up in MLflow;
+   every epoch's metrics end up in MLflow; Ray Train kept that run's last two checkpoints;
 4. a truncated checkpoint in the unit cache is reported (which file, why) and the unit
    trained again, once, though two runs ask for it at the same time: both get the same result.
+Two `clef reproduce` processes at once: tests/flows/test_concurrent_runs.py.
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ class Trained:
     unit: Unit
     result: UnitResult
     book: RunBook
+    storage: Path  # the unit's Ray Train storage folder
+    seen: set[str]  # every checkpoint folder that showed there during training
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +220,7 @@ def through_outage(server: MlflowServer, data_dir: Path, local_ray: None) -> Tra
     seen: set[str] = set()  # Ray keeps the last 2 checkpoints: count every one that shows
 
     def reached(n: int) -> bool:
-        seen.update(p.name for p in checkpoints.glob("checkpoint_*"))
+        seen.update(p.name for p in checkpoints.glob("checkpoint_*") if p.is_dir())
         return len(seen) >= n
 
     deadline = time.monotonic() + 300
@@ -232,7 +235,7 @@ def through_outage(server: MlflowServer, data_dir: Path, local_ray: None) -> Tra
     result = out["result"]
     assert isinstance(result, UnitResult), f"training stopped: {result!r}"
     assert not book.close(), "calls still spooled with the server back"
-    return Trained(cfg, unit, result, book)
+    return Trained(cfg, unit, result, book, checkpoints, seen)
 
 
 def test_training_through_a_tracking_outage_logs_every_epoch(
@@ -249,6 +252,19 @@ def test_training_through_a_tracking_outage_logs_every_epoch(
     assert run.info.status == "FINISHED"
     assert run.data.params["unit"] == "s1-bp4d-fold1"
     assert pending(spool_dir(data_dir)) == {}
+
+
+def test_ray_train_keeps_the_latest_two_checkpoints(through_outage: Trained) -> None:
+    """`CheckpointConfig(num_to_keep=2)`: of a checkpoint per epoch, the storage keeps the
+    last two epochs' (a restart resumes from the last); the older ones were written, then
+    removed. The unit's cached checkpoint is the last epoch's."""
+    from clef_core.method.checkpoint import read_meta
+
+    kept = sorted(p for p in through_outage.storage.glob("checkpoint_*") if p.is_dir())
+    assert len(kept) == 2, kept
+    assert len(through_outage.seen | {p.name for p in kept}) >= 3  # older ones went
+    assert [read_meta(p)["epoch"] for p in kept] == [EPOCHS - 2, EPOCHS - 1]
+    assert read_meta(Path(through_outage.result.checkpoint))["epoch"] == EPOCHS - 1
 
 
 def test_a_truncated_checkpoint_is_retrained_once_by_two_runs(
