@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from clef_core.method.augment import batch_generator, model_views
+from clef_core.method.hardware import prepare_model
 from clef_core.method.model import ClefModel
 from clef_core.method.steps import Gather, Predictions, no_gather, predict, run_steps
 from clef_core.training.stages import Stage
@@ -48,7 +48,7 @@ class EpochEnd:
 
 def run_loop(
     stage: Stage,
-    model: nn.Module,
+    model: ClefModel,
     optimizer: torch.optim.Optimizer,
     feed: Feed,
     device: torch.device,
@@ -58,16 +58,17 @@ def run_loop(
     gather: Gather = no_gather,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     on_epoch: Callable[[EpochEnd], None] | None = None,
-    after_backward: Callable[[], None] | None = None,
 ) -> int:
     """Train `model` from epoch `start[0]` and global step `start[1]` (a resumed run) to the
-    stage's last epoch; returns the global step. `model` is what the step calls; held-out
-    scoring uses the module inside it when it is wrapped (`.module`)."""
+    stage's last epoch; returns the global step. The step calls `model` as
+    `method.hardware.prepare_model` sets it up (DDP across workers, compile, gradient
+    checkpointing); scoring and `on_epoch` get `model` itself, never a wrapper.
+    `optimizer` holds `model`'s parameters; load any weights before the call."""
     cfg = stage.cfg
-    plain: ClefModel = getattr(model, "module", model)  # type: ignore[assignment]
+    trained = prepare_model(model, cfg.compute, device)
     precision = cfg.compute.precision
     size = cfg.model.image_size
-    step_fn = stage.step_fn(model, device, cfg.seed + rank, gather)
+    step_fn = stage.step_fn(trained, device, cfg.seed + rank, gather)
     lr_at = stage.lr_schedule(feed.steps_per_epoch)
     epoch0, step = start
     at = [epoch0, 0]  # the epoch, and the index of its next batch (counted across its passes)
@@ -78,7 +79,7 @@ def run_loop(
         at[1] += 1
         return step_fn(model_views(batch, size, stage.views, stage.augment, gen))
 
-    model.train()
+    trained.train()
     for epoch in range(epoch0, stage.hp.epochs):
         at[:] = [epoch, 0]
 
@@ -87,13 +88,13 @@ def run_loop(
 
         step, means = run_steps(
             augmented, passes, feed.steps_per_epoch, optimizer, lr_at, step, device, precision,
-            on_step=on_step, after_backward=after_backward,
+            on_step=on_step,
         )  # fmt: skip
         metrics: dict[str, float] = {f"train_{k}": v for k, v in means.items()}
         metrics["epoch"] = epoch
         pred, scores = None, {}
         if feed.test is not None and stage.evaluates(epoch):
-            pred = predict(plain, feed.test(), stage.tokenizer, stage.space, device, precision)  # type: ignore[arg-type]
+            pred = predict(model, feed.test(), stage.tokenizer, stage.space, device, precision)  # type: ignore[arg-type]
             scores = stage.score(pred)
             metrics |= scores
         if on_epoch is not None:

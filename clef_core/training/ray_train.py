@@ -4,9 +4,9 @@ here: the datasets, the trainer, and on each worker its rank and device, its dat
 the resumed checkpoint and the per-epoch report.
 
 Multi-worker semantics: stage-1 features are gathered with gradients (`clef_core.method.dist`),
-so the contrastive loss is that of the global batch; gradients are averaged across workers after
-each backward. Checkpoints are reported every epoch; a restarted worker resumes from the last
-one (epoch and step included).
+so the contrastive loss is that of the global batch; DDP averages the gradients in the backward
+pass (`loop.run_loop` wraps the model). Checkpoints are reported every epoch; a restarted
+worker resumes from the last one (epoch and step included).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from clef_core.common.runtime import configure_process
 from clef_core.method.checkpoint import load_weights, read_meta
 from clef_core.method.config import ExperimentConfig
-from clef_core.method.dist import average_gradients, gather_with_grad
+from clef_core.method.dist import gather_with_grad
+from clef_core.method.hardware import configure_device
 from clef_core.tracking.runbook import spool_dir, tracker_for
 from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.data import in_memory, load_split, model_inputs
@@ -52,6 +53,7 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # as many intra-op threads as CPUs the worker reserved
         torch.set_num_threads(max(1, int(cfg.compute.cpus_per_worker)))
+    configure_device(cfg.compute, device)  # TF32 on CUDA
     torch.manual_seed(cfg.seed)
     model = stage.build_model()
     if job.init_from:
@@ -70,6 +72,7 @@ def train_loop(config: dict[str, Any]) -> None:
     tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"), spool)
 
     train_shard = ray.train.get_dataset_shard("train")
+    pin = cfg.compute.pin_memory and device.type == "cuda"  # Ray copies with non_blocking
 
     def train(epoch: int, k: int, done: int) -> Any:  # the k-th pass of the epoch
         return train_shard.iter_torch_batches(
@@ -77,10 +80,11 @@ def train_loop(config: dict[str, Any]) -> None:
             drop_last=True,
             local_shuffle_buffer_size=cfg.compute.shuffle_buffer or None,
             local_shuffle_seed=cfg.seed + 1000 * epoch + 100_000 * k + rank,
+            pin_memory=pin,
         )
 
     def test() -> Any:
-        return ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64)
+        return ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64, pin_memory=pin)
 
     def report(end: EpochEnd) -> None:
         tracker.log_metrics(end.metrics, end.epoch)
@@ -88,7 +92,7 @@ def train_loop(config: dict[str, Any]) -> None:
             ckpt = None
             if rank == 0:
                 pred = end.predictions if end.last else None
-                stage.save(Path(tmp), model, opt, end.step, end.epoch, pred)
+                stage.save(Path(tmp), model, opt, end.step, end.epoch, pred)  # the plain model
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(end.metrics, checkpoint=ckpt)
 
@@ -96,7 +100,7 @@ def train_loop(config: dict[str, Any]) -> None:
     feed = Feed(train, config["steps_per_epoch"], test if scores else None)
     run_loop(
         stage, model, opt, feed, device, rank=rank, start=start, gather=gather_with_grad,
-        on_epoch=report, after_backward=lambda: average_gradients(model),
+        on_epoch=report,
     )  # fmt: skip
     tracker.close(timeout=5)  # what is still unsent, the driver sends (RunBook.finish)
 
@@ -116,7 +120,9 @@ def _datasets(cfg: ExperimentConfig, plan: StagePlan) -> dict[str, ray.data.Data
                 cached_split(arrays, split.parts, split.labels, index, split.limit, seed)
             )
         rows = load_split(shard_dir, split.dataset, split.parts, split.labels, seed, split.limit)
-        return model_inputs(rows, side, index, cfg.compute.data_cpus, cfg.compute.data_concurrency)
+        return model_inputs(
+            rows, side, index, cfg.compute.data_cpus, cfg.compute.decode_concurrency
+        )
 
     train = [source(s, shuffle=True) for s in plan.train]
     datasets = {"train": train[0].union(*train[1:]) if len(train) > 1 else train[0]}

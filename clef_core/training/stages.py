@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from clef_core.common.errors import ClefError
 from clef_core.method.checkpoint import save_checkpoint, save_predictions
 from clef_core.method.config import ExperimentConfig, Stage1Config, Stage2Config
 from clef_core.method.labels import LabelSpace
@@ -196,7 +197,15 @@ class Stage:
         return make_optimizer(model, self.lr, self.hp.weight_decay)
 
     def batch_per_worker(self, workers: int) -> int:
-        return max(1, self.hp.batch_size // workers)
+        """The per-worker (per-GPU) batch: the stage's batch_size is the global batch (the
+        paper's 64; stage 1's contrastive loss is over all of it), split evenly."""
+        batch = self.hp.batch_size
+        if batch % workers:
+            raise ClefError(
+                f"stage{self.number}.batch_size={batch} is the global batch and must split "
+                f"evenly over compute.num_workers={workers} workers; give a multiple of {workers}"
+            )
+        return batch // workers
 
     def steps_per_epoch(self, rows: int) -> int:
         """The configured steps, or one pass over `rows` training rows at the global batch."""
