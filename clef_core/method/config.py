@@ -215,7 +215,30 @@ class ComputeConfig(_Frozen):
     # the shards in Ray Data tasks every epoch. For data that fits in memory (64 px: ~15 KB a
     # frame); the same batches either way (clef_core.training.data).
     cache_decoded: bool = False
+    # The GPU path (ours; clef_core/method/hardware.py). TF32 for the matmuls and convolutions
+    # left in fp32 on CUDA (bf16 autocast, `precision`, runs the rest); no effect on CPU.
+    tf32: bool = True
+    # torch.compile the model (in place): the first steps compile (minutes for ViT-B/16).
+    torch_compile: bool = False
+    # Recompute each transformer block's activations in the backward pass (open_clip's
+    # set_grad_checkpointing): less memory for a larger batch, about a third more compute.
+    grad_checkpointing: bool = False
+    # Training batches in pinned host memory, copied to the GPU without blocking (CUDA only).
+    pin_memory: bool = True
+    # CPUs for Ray Data's decode tasks per training worker (per GPU): at most
+    # num_workers x this / data_cpus decode tasks at once, so decoding keeps up with the GPUs
+    # (None: data_concurrency, or as many as the free CPUs allow). cpus_per_worker is the
+    # training process's own; Ray Data never uses those.
+    decode_cpus_per_worker: float | None = Field(None, gt=0.0)
     concurrent_units: int = Field(1, ge=1)  # trainings the flow runs at once (>1 on a cluster)
+
+    @property
+    def decode_concurrency(self) -> int | None:
+        """Ray Data decode tasks at once: data_concurrency when set, else sized by
+        decode_cpus_per_worker, else None (as many as the free CPUs allow)."""
+        if self.data_concurrency is not None or self.decode_cpus_per_worker is None:
+            return self.data_concurrency
+        return max(1, int(self.num_workers * self.decode_cpus_per_worker / self.data_cpus))
 
 
 class TrackingConfig(_Frozen):

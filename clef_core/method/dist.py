@@ -1,11 +1,14 @@
-"""Multi-worker helpers with explicit gradient semantics (the open_clip way).
+"""Multi-worker training with explicit gradient semantics (the open_clip way).
 
 `gather_with_grad` concatenates a tensor from every worker with gradients flowing back to
 each worker's own slice, so the contrastive loss of Eq. 1 is computed over the global batch:
 its value does not depend on how the batch is split across workers. The backward of the
 gather sums, on each worker, the gradients that every worker's (identical) loss sends to its
-slice, i.e. W times the gradient of the loss; `average_gradients` (or DDP's averaging) then
-divides by W, which gives exactly the single-worker gradient of the global batch.
+slice, i.e. W times the gradient of the loss through that slice; DDP (`distribute`) then
+averages the workers' gradients (their sum over W), which is exactly the single-worker
+gradient of the global batch (tests/method/test_dist.py checks it against one worker with the
+whole batch). Stage 2's loss is per sample: each worker's gradient is its local batch's mean,
+and DDP's average is the global batch's mean.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def world_size() -> int:
@@ -31,12 +35,41 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_fn.all_gather(x.contiguous()))
 
 
-def average_gradients(model: nn.Module) -> None:
-    """All-reduce and average gradients across workers (no-op on one worker)."""
-    w = world_size()
-    if w == 1:
-        return
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= w
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def distribute(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` under DistributedDataParallel when several workers train (the model itself on
+    one): gradients are averaged in buckets that overlap the backward pass.
+
+    - `static_graph`: which parameters a stage uses is fixed for the whole run, and some never
+      get a gradient (stage 1 never uses the logit scale; the linear-head ablation no text
+      tower); DDP learns that in the first step, where `find_unused_parameters` would walk the
+      graph every step. It also allows gradient checkpointing.
+    - BatchNorm towers (ResNet) on GPUs become SyncBatchNorm: batch statistics over the
+      global batch, as on one worker. On CPUs (gloo) SyncBatchNorm does not run: each worker
+      keeps its own batch statistics. CLIP's ViT has LayerNorm only.
+
+    Call it after the weights are loaded; the optimiser may already hold the parameters
+    (SyncBatchNorm keeps the same parameter objects). Step functions call the wrapper;
+    checkpoints and scoring use `unwrap(model)`.
+    """
+    if world_size() == 1:
+        return model
+    if device.type == "cuda" and has_batchnorm(model):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" and device.index is not None else None
+    return DistributedDataParallel(model, device_ids=ids, static_graph=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (and a `torch.compile` one): what checkpoints save,
+    so their keys are the plain model's."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +165,30 @@ class ClefModel(nn.Module):
 
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.exp().clamp(max=self.logit_scale_max)
+
+    def forward(
+        self, images: Sequence[torch.Tensor] = (), texts: Sequence[torch.Tensor] = ()
+    ) -> Encoded:
+        """Everything a training step needs from the model, in one call: under DDP
+        (`clef_core.method.dist.distribute`) a step reaches its parameters only through
+        `forward`, once per backward pass."""
+        z_images = [self.encode_image(x) for x in images]
+        return Encoded(
+            images=z_images,
+            texts=[self.encode_text(t) for t in texts],
+            scale=self.logit_scale(),
+            head=None if self.head is None else [self.head(z).float() for z in z_images],
+        )
+
+
+class Encoded(NamedTuple):
+    """`ClefModel.forward`'s output (a named tuple: DDP's output handling finds the tensors in
+    it, which a plain dataclass would hide)."""
+
+    images: list[torch.Tensor]  # unit image features [B, d] of each image batch
+    texts: list[torch.Tensor]  # unit text features [T, d] of each token batch
+    scale: torch.Tensor  # the clamped 1/tau
+    head: list[torch.Tensor] | None  # the linear head's logits of each image batch (ablation)
 
 
 def build_model(

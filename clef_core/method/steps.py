@@ -22,6 +22,7 @@ from clef_core.common.errors import ClefError
 from clef_core.method import losses
 from clef_core.method.augment import resize
 from clef_core.method.config import Stage1Config, Stage2Config
+from clef_core.method.dist import unwrap
 from clef_core.method.labels import LabelSpace
 from clef_core.method.metrics import accuracy, always_present_f1, au_auc, au_f1, macro_ovr_auc
 from clef_core.method.model import ClefModel
@@ -81,7 +82,7 @@ def tokens(tokenizer: Callable, texts: list[str], device: torch.device) -> torch
 
 
 def pretrain_step(
-    model: ClefModel,
+    model: nn.Module,
     batch: dict[str, torch.Tensor],
     tokenizer: Callable,
     activities: list[tuple[str, str]],
@@ -91,33 +92,30 @@ def pretrain_step(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage 1 (Eq. 2) on one batch; returns the loss to back-propagate and its parts.
 
-    Each distinct activity in the batch is encoded once; features are gathered across workers
-    (with gradients) before the loss, so the loss is that of the global batch.
+    `model` is a `ClefModel`, or one wrapped by DDP (`clef_core.method.dist.distribute`): the
+    step calls it once. Each distinct activity in the batch is encoded once (and not at all
+    without L_IA); features are gathered across workers (with gradients) before the loss, so
+    the loss is that of the global batch.
     """
     device = batch["view1"].device
-    z1 = model.encode_image(batch["view1"])  # (B, d)
-    z2 = model.encode_image(batch["view2"])
     act = batch["activity"]
-    ids, inverse = torch.unique(act, return_inverse=True)
-    texts = activity_prompts([activities[i] for i in ids.tolist()], rng)
-    z_act = model.encode_text(tokens(tokenizer, texts, device))[inverse]  # (B, d)
-    z1, z2, z_act, act = gather(z1), gather(z2), gather(z_act), gather(act)
+    texts = []
+    if cfg.weight_image_activity > 0:
+        ids, inverse = torch.unique(act, return_inverse=True)
+        prompts = activity_prompts([activities[i] for i in ids.tolist()], rng)
+        texts.append(tokens(tokenizer, prompts, device))
+    out = model(images=(batch["view1"], batch["view2"]), texts=texts)
+    z1, z2 = gather(out.images[0]), gather(out.images[1])  # (B, d) each
+    act_all = gather(act)
     parts = {}
-    l_ii = (
-        losses.cross_modal_supcon(z1, z2, act, cfg.temperature)
-        if cfg.weight_image_image > 0
-        else None
-    )
-    l_ia = (
-        losses.cross_modal_supcon(z1, z_act, act, cfg.temperature)
-        if cfg.weight_image_activity > 0
-        else None
-    )
     total = z1.new_zeros((), dtype=torch.float32)
-    if l_ii is not None:
+    if cfg.weight_image_image > 0:
+        l_ii = losses.cross_modal_supcon(z1, z2, act_all, cfg.temperature)
         total = total + cfg.weight_image_image * l_ii
         parts["loss_ii"] = float(l_ii.detach())
-    if l_ia is not None:
+    if texts:
+        z_act = gather(out.texts[0][inverse])  # (B, d): each row's activity text
+        l_ia = losses.cross_modal_supcon(z1, z_act, act_all, cfg.temperature)
         total = total + cfg.weight_image_activity * l_ia
         parts["loss_ia"] = float(l_ia.detach())
     parts["loss"] = float(total.detach())
@@ -135,7 +133,7 @@ def class_logits(
 
 
 def finetune_step(
-    model: ClefModel,
+    model: nn.Module,
     batch: dict[str, torch.Tensor],
     tokenizer: Callable,
     space: LabelSpace,
@@ -143,23 +141,26 @@ def finetune_step(
     weights: torch.Tensor | None,
     rng: random.Random,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Stage 2 (Eq. 3-6) on one batch. Names/descriptions are encoded once per step."""
+    """Stage 2 (Eq. 3-6) on one batch. Names/descriptions are encoded once per step; with the
+    linear head (ablation) no text at all. `model`: a `ClefModel` or its DDP wrapper."""
     device = batch["image"].device
-    z_img = model.encode_image(batch["image"])  # (B, d)
-    z_name = None
-    if model.head is None:
-        z_name = model.encode_text(tokens(tokenizer, name_prompts(space.labels), device))  # (C, d)
-    logits = class_logits(model, z_img, z_name)
+    names = unwrap(model).head is None
+    texts = []
+    if names:
+        texts.append(tokens(tokenizer, name_prompts(space.labels), device))
+        if cfg.weight_dn > 0:
+            texts.append(tokens(tokenizer, description_prompts(space.labels, rng), device))
+    out = model(images=(batch["image"],), texts=texts)
+    z_img = out.images[0]  # (B, d)
+    # s = z_img . z_name / tau; the ablation's linear head gives its own logits
+    logits = out.scale * (z_img @ out.texts[0].T).float() if out.head is None else out.head[0]
     if space.kind == "au":
         l_in = losses.au_loss_from_logits(logits, batch["au"], weights)
     else:
         l_in = losses.expression_loss_from_logits(logits, batch["expression"], weights)
     l_dn = torch.zeros((), device=device)
-    if z_name is not None and cfg.weight_dn > 0:
-        z_desc = model.encode_text(
-            tokens(tokenizer, description_prompts(space.labels, rng), device)
-        )
-        l_dn = losses.name_description_loss(z_desc, z_name, model.logit_scale())
+    if len(out.texts) == 2:  # (C, d) descriptions against names
+        l_dn = losses.name_description_loss(out.texts[1], out.texts[0], out.scale)
     total = losses.finetune_loss(l_in, cfg.weight_dn * l_dn, cfg.lam)
     return total, {
         "loss": float(total.detach()),
@@ -181,7 +182,6 @@ def run_epoch(
     precision: str = "auto",
     max_steps: int | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    after_backward: Callable[[], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over `batches`: lr schedule, autocast, backward, AdamW step.
 
@@ -197,9 +197,7 @@ def run_epoch(
         with autocast_for(device, precision):
             loss, parts = step_fn(batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if after_backward is not None:  # e.g. averaging gradients across workers
-            after_backward()
+        loss.backward()  # under DDP (dist.distribute) this also averages across workers
         optimizer.step()
         parts["lr"] = optimizer.param_groups[0]["lr"]
         for k, v in parts.items():
@@ -221,7 +219,6 @@ def run_steps(
     device: torch.device,
     precision: str = "auto",
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    after_backward: Callable[[], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One epoch: exactly `steps` optimiser steps (`run_epoch` each pass).
 
@@ -236,7 +233,7 @@ def run_steps(
         before = step
         step, means = run_epoch(
             step_fn, passes(k, done), optimizer, lr_at, step, device, precision,
-            max_steps=steps - done, on_step=on_step, after_backward=after_backward,
+            max_steps=steps - done, on_step=on_step,
         )  # fmt: skip
         taken = step - before
         if taken == 0:

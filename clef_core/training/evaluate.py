@@ -28,7 +28,7 @@ def evaluate_checkpoint(
     space = label_space_of(meta)
     if space is None:
         raise ClefError(f"{checkpoint} is a stage-1 checkpoint: it has no label heads to evaluate")
-    from clef_core.training.ray_train import label_space_of as shard_space
+    from clef_core.training.stages import label_space_of as shard_space
 
     shards = shard_space(cfg.data.shard_dir, dataset)
     if shards != space:

@@ -12,7 +12,7 @@ import torch
 from clef_core.method.augment import augment, batch_generator
 from clef_core.method.config import AugmentConfig, load_config
 from clef_core.method.labels import LabelSpace
-from clef_core.training import local
+from clef_core.training import local, loop
 
 IMAGES = torch.randint(
     0, 256, (8, 72, 72, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -35,15 +35,16 @@ def test_same_position_same_augmentation_any_other_differs() -> None:
 def test_the_training_loop_seeds_each_batch_by_its_epoch_and_index(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`clef_core.training.local` (as the Ray loop) asks for (seed, epoch, rank, index) per batch; the
-    same batch position of two epochs therefore gets different augmentations."""
+    """The runner loop (`clef_core.training.loop`, which the in-process runner and the Ray
+    worker both drive) asks for (seed, epoch, rank, index) per batch; the same batch position
+    of two epochs therefore gets different augmentations."""
     positions: list[tuple[int, int, int, int]] = []
 
     def recorded(seed: int, epoch: int, rank: int, index: int) -> torch.Generator:
         positions.append((seed, epoch, rank, index))
         return batch_generator(seed, epoch, rank, index)
 
-    monkeypatch.setattr(local, "batch_generator", recorded)
+    monkeypatch.setattr(loop, "batch_generator", recorded)
     n = 16
     rng = np.random.default_rng(0)
     arrays = {

@@ -1,6 +1,6 @@
 """The stage-1 loss and its gradient are the same on 1 worker with batch 2b as on 2 workers
-with batch b each (features gathered with gradients, gradients averaged); real torch
-distributed processes (gloo), no mocks."""
+with batch b each (features gathered with gradients, gradients averaged by DDP as training
+wraps the model: `dist.distribute`); real torch distributed processes (gloo), no mocks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from clef_core.method.config import load_config
-from clef_core.method.dist import average_gradients, gather_with_grad
+from clef_core.method.dist import distribute, gather_with_grad, unwrap
 from clef_core.method.model import build_model, tokenizer_for
 from clef_core.method.steps import pretrain_step
 
@@ -38,7 +38,8 @@ def loss_and_grads(
     # statistics are per worker on CPUs (no SyncBatchNorm) and differ with the split by design.
     vit = ["model.inline.vision_layers=4", "model.inline.vision_width=128"]
     cfg = load_config("cpu-tiny", [*vit, "model.inline.image_size=64"])  # the views' size
-    model = build_model(cfg.model)
+    model = distribute(build_model(cfg.model), torch.device("cpu"))  # DDP on 2 workers
+    assert (gather is None) == (model is unwrap(model))
     loss, _ = pretrain_step(
         model,
         b,
@@ -48,10 +49,9 @@ def loss_and_grads(
         random.Random(0),
         gather or (lambda x: x),
     )
-    loss.backward()
-    average_gradients(model)
+    loss.backward()  # DDP averages the two workers' gradients here
     return float(loss.detach()), {
-        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        n: p.grad.clone() for n, p in unwrap(model).named_parameters() if p.grad is not None
     }
 
 

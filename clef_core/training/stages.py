@@ -1,0 +1,264 @@
+"""The two CLEF stages, one factory each way: what a stage reads and what it does.
+
+- `plan_stage` (the driver): which rows a stage reads. Stage 1: the activity rows of its
+  sources (`selection`), labelled by activity. Stage 2: one dataset's labelled rows of the
+  training parts and of the test parts, its label space and its class weights.
+- `Stage` (every worker): its hyper-parameters and learning rate, the model it starts from,
+  its training step (`method.steps.pretrain_step`, Eq. 2; `finetune_step`, Eq. 6), its
+  held-out score (`metrics_of`: f1_mean per AU or accuracy) and what its checkpoint holds.
+
+`loop.run_loop` drives a `Stage`, on a Ray Train worker (`ray_train`) or in-process
+(`local`). Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from clef_core.common.errors import ClefError
+from clef_core.common.manifest import read_manifest
+from clef_core.common.storage import Where
+from clef_core.method.checkpoint import save_checkpoint, save_predictions
+from clef_core.method.config import ExperimentConfig, Stage1Config, Stage2Config
+from clef_core.method.labels import LabelSpace
+from clef_core.method.model import ClefModel, build_model, tokenizer_for
+from clef_core.method.steps import (
+    Gather,
+    Predictions,
+    StepFn,
+    finetune_step,
+    make_optimizer,
+    metrics_of,
+    no_gather,
+    pretrain_step,
+    warmup_cosine,
+)
+from clef_core.method.weights import au_pos_weights, expression_weights
+from clef_core.training.cache import cached_split, read_table, shard_files
+from clef_core.training.data import keep_rows
+from clef_core.training.selection import select_stage1, stage1_rows
+
+
+@dataclass(frozen=True)
+class StageJob:
+    stage: int  # 1 = activity pre-training, 2 = fine-tuning
+    datasets: tuple[str, ...]  # stage 1: its sources; stage 2: the one dataset
+    train_parts: tuple[int, ...] | None  # fold parts to train on (None = all)
+    test_parts: tuple[int, ...] | None = None  # stage 2: parts to evaluate on
+    init_from: str | None = None  # checkpoint directory to start from
+    name: str = "clef"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of one dataset, as `data.load_split` and `cache.cached_split` both take them."""
+
+    dataset: str
+    parts: tuple[int, ...] | None  # fold parts (None = all)
+    labels: str | None  # "au" / "expression": only rows with a known label
+    limit: dict[str, int] | None = None  # stage 1: task -> largest row key (selection)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What a stage reads, decided once on the driver and sent to every worker."""
+
+    stage: int
+    train: tuple[Split, ...]
+    rows: int  # training rows (all workers together): one pass = rows // batch_size steps
+    test: Split | None = None  # stage 2: the held-out rows
+    activities: tuple[tuple[str, str], ...] = ()  # stage 1: (dataset, task), the labels' order
+    space: LabelSpace | None = None  # stage 2: the labels
+    weights: tuple[float, ...] | None = None  # stage 2: class weights of the training rows
+    record: dict[str, float] = field(default_factory=dict)  # stage 1: rows read per activity
+
+    @property
+    def activity_index(self) -> dict[str, int] | None:
+        """Stage 1: "dataset/task" -> activity label (what the input pipelines attach)."""
+        if self.stage != 1:
+            return None
+        return {f"{d}/{t}": i for i, (d, t) in enumerate(self.activities)}
+
+
+def activities_of(shard_dir: Where, datasets: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every (dataset, task) with rows, in a fixed order: the stage-1 activity labels."""
+    out = []
+    for d in datasets:
+        out += [(d, t) for t in read_manifest(shard_dir, d).tasks]
+    return out
+
+
+def label_space_of(shard_dir: Where, dataset: str) -> LabelSpace:
+    m = read_manifest(shard_dir, dataset)
+    return LabelSpace.aus(m.au_ids) if m.au_ids else LabelSpace.expressions(m.classes)
+
+
+def _label_column(space: LabelSpace) -> str:
+    return "au" if space.kind == "au" else "expression"
+
+
+def _class_weights(values: np.ndarray, space: LabelSpace) -> tuple[float, ...]:
+    """From the training rows' labels (`clef_core.method.weights`)."""
+    if space.kind == "au":
+        return tuple(au_pos_weights(values).tolist())
+    return tuple(expression_weights(values, space.n).tolist())
+
+
+def _shard_labels(shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, column: str):  # type: ignore[no-untyped-def]
+    """The label column of the training rows, read straight from the shards (no images, no
+    Ray job: milliseconds)."""
+    tables = [read_table(f, ["part", column]) for f in shard_files(shard_dir, dataset)]
+    rows = keep_rows(pa.concat_tables(tables), parts, column)
+    return np.array(rows[column].to_pylist())
+
+
+def plan_stage(
+    cfg: ExperimentConfig,
+    job: StageJob,
+    arrays: dict[str, np.ndarray] | None = None,
+    space: LabelSpace | None = None,
+) -> StagePlan:
+    """The rows `job` reads. With `arrays` (the one dataset's decoded columns, as
+    `cache.decoded_arrays` has them), stage 1's selection and stage 2's class weights come
+    from them; otherwise from the shards' id and label columns. `space`: stage 2's labels
+    when they are not the shards' (zero-shot trains on a subset of classes)."""
+    shard_dir = cfg.data.shard_dir
+    if job.stage == 1:
+        cap = cfg.stage1.frames_per_activity
+        splits, rows = [], 0
+        record: dict[str, float] = {}
+        for d in job.datasets:
+            # BP4D: its coded frames; BP4D+: a capped sample per activity (`selection`).
+            if arrays is not None:
+                sel = select_stage1(d, arrays, job.train_parts, cap)
+            else:
+                sel = stage1_rows(shard_dir, d, job.train_parts, cap)
+            record |= sel.record()
+            rows += sel.rows
+            splits.append(Split(d, job.train_parts, sel.labels, sel.limit))
+        activities = tuple(activities_of(shard_dir, job.datasets))
+        return StagePlan(1, tuple(splits), rows, activities=activities, record=record)
+    dataset = job.datasets[0]
+    space = space or label_space_of(shard_dir, dataset)
+    column = _label_column(space)
+    if arrays is not None:
+        values = cached_split(arrays, job.train_parts, column)[column]
+    else:
+        values = _shard_labels(shard_dir, dataset, job.train_parts, column)
+    return StagePlan(
+        2,
+        (Split(dataset, job.train_parts, column),),
+        len(values),
+        test=Split(dataset, job.test_parts, column),
+        space=space,
+        weights=_class_weights(values, space),
+    )
+
+
+class Stage:
+    """One stage of the method, as every worker runs it (the plan says what it reads)."""
+
+    def __init__(self, cfg: ExperimentConfig, plan: StagePlan):
+        self.cfg, self.plan = cfg, plan
+        self.number = plan.stage
+        self.hp: Stage1Config | Stage2Config = cfg.stage1 if plan.stage == 1 else cfg.stage2
+        if plan.stage == 1:
+            self.lr = cfg.stage1.lr
+        else:  # the paper's per-dataset rate
+            self.lr = cfg.stage2.lr_for(plan.train[0].dataset)
+        self.views = 2 if plan.stage == 1 else 1  # augmented views of each image
+        self.augment = self.hp.augment
+
+    @functools.cached_property
+    def tokenizer(self) -> Callable:
+        return tokenizer_for(self.cfg.model)
+
+    @property
+    def space(self) -> LabelSpace | None:
+        return self.plan.space
+
+    def build_model(self) -> ClefModel:
+        """The model this stage starts from (before any weights are loaded into it)."""
+        cfg = self.cfg
+        model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
+        if self.number == 2 and cfg.stage2.head == "linear" and self.space is not None:
+            model.set_linear_head(self.space.n)
+        return model
+
+    def optimizer(self, model: nn.Module) -> torch.optim.AdamW:
+        return make_optimizer(model, self.lr, self.hp.weight_decay)
+
+    def batch_per_worker(self, workers: int) -> int:
+        """The per-worker (per-GPU) batch: the stage's batch_size is the global batch (the
+        paper's 64; stage 1's contrastive loss is over all of it), split evenly."""
+        batch = self.hp.batch_size
+        if batch % workers:
+            raise ClefError(
+                f"stage{self.number}.batch_size={batch} is the global batch and must split "
+                f"evenly over compute.num_workers={workers} workers; give a multiple of {workers}"
+            )
+        return batch // workers
+
+    def steps_per_epoch(self, rows: int) -> int:
+        """The configured steps, or one pass over `rows` training rows at the global batch."""
+        return self.hp.steps_per_epoch or max(1, rows // self.hp.batch_size)
+
+    def lr_schedule(self, steps_per_epoch: int) -> Callable[[int], float]:
+        total = steps_per_epoch * self.hp.epochs
+        warm = int(self.hp.warmup_epochs * steps_per_epoch)
+        return lambda s: warmup_cosine(s, total, warm, self.lr, self.hp.min_lr)
+
+    def step_fn(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        rng_seed: int,
+        gather: Gather = no_gather,
+    ) -> StepFn:
+        """The training step on one batch of model views: its loss and the loss's parts."""
+        import random
+
+        tok = self.tokenizer
+        rng = random.Random(rng_seed)  # draws the prompts' templates and descriptions
+        if self.number == 1:
+            activities = list(self.plan.activities)
+            return lambda b: pretrain_step(model, b, tok, activities, self.cfg.stage1, rng, gather)  # type: ignore[arg-type]
+        space, s2 = self.space, self.cfg.stage2
+        assert space is not None and self.plan.weights is not None
+        weights = torch.tensor(self.plan.weights, dtype=torch.float32, device=device)
+        return lambda b: finetune_step(model, b, tok, space, s2, weights, rng)  # type: ignore[arg-type]
+
+    def evaluates(self, epoch: int) -> bool:
+        """Stage 2 scores its held-out rows after the last epoch (the fold's result: no model
+        selection on the test part), and after each epoch when asked (the curves)."""
+        last = epoch == self.hp.epochs - 1
+        return self.number == 2 and (last or self.cfg.stage2.eval_every_epoch)
+
+    def score(self, pred: Predictions) -> dict[str, float]:
+        """Held-out metrics: f1_mean (AUs) or accuracy (expressions), their baselines, AUC."""
+        assert self.space is not None
+        return metrics_of(pred, self.space, self.cfg.stage2.threshold)
+
+    def save(
+        self,
+        directory: Path,
+        model: ClefModel,
+        optimizer: torch.optim.Optimizer,
+        step: int,
+        epoch: int,
+        predictions: Predictions | None = None,
+    ) -> Path:
+        """The checkpoint: the (unwrapped) model's weights, the optimiser, meta.json (stage,
+        step, epoch, label space, head, config) and, when given, the held-out predictions."""
+        save_checkpoint(directory, model, self.cfg, self.number, step, epoch, self.space, optimizer)
+        if predictions is not None:
+            save_predictions(directory / "predictions.npz", predictions)
+        return directory
