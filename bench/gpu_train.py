@@ -24,11 +24,13 @@ beside it); on other devices, over the measured product. The whole run keeps to 
 measurement, so a run cut short keeps what it measured.
 
     python bench/gpu_train.py                          # paper preset (ViT-B/16) on cuda
-    python bench/gpu_train.py --compile --out $OUT     # plus torch.compile'd towers, budget allowing
+    python bench/gpu_train.py --compile --out $OUT     # plus the torch.compile'd model, budget allowing
     .venv/bin/python bench/gpu_train.py --preset cpu-tiny --device cpu --smoke   # smoke test
 
 The GPU switches TF32 (`--tf32`, on by default on CUDA), `--compile` and
-`--grad-checkpointing` are the bench's own flags until the training config has them.
+`--grad-checkpointing` set the training config's own (`compute.tf32`, `compute.torch_compile`,
+`compute.grad_checkpointing`) and are applied by the same functions the Ray worker calls
+(`clef_core.method.hardware`).
 """
 
 from __future__ import annotations
@@ -594,24 +596,25 @@ class Bench:
     # set-up
 
     def model(self, compiled: bool = False) -> Any:
+        from clef_core.method.hardware import prepare_model
         from clef_core.method.model import build_model
 
         torch.manual_seed(self.cfg.seed)
         c = self.cfg
         model = build_model(c.model, c.stage2.logit_scale_init, c.stage2.logit_scale_max)
         model.to(self.s.device).train()
-        if self.s.grad_checkpointing:
-            model.clip.set_grad_checkpointing(True)
-        if compiled:  # in place: the steps call the towers' modules, which now run compiled
-            model.clip.visual.compile()
-            model.clip.transformer.compile()
-        return model
+        # The training's own switches (compute.grad_checkpointing / torch_compile), applied as
+        # the Ray worker applies them; one process, so no DDP wrapper.
+        compute = c.compute.model_copy(
+            update={"grad_checkpointing": self.s.grad_checkpointing, "torch_compile": compiled}
+        )
+        return prepare_model(model, compute, self.s.device)
 
     def setup(self) -> None:
         s, cfg = self.s, self.cfg
-        if s.device.type == "cuda":
-            torch.set_float32_matmul_precision("high" if s.tf32 else "highest")
-            torch.backends.cudnn.allow_tf32 = s.tf32
+        from clef_core.method.hardware import configure_device
+
+        configure_device(cfg.compute.model_copy(update={"tf32": s.tf32}), s.device)
         bf16 = uses_bf16(s.device, cfg.compute.precision)
         name = device_name(s.device)
         self.results["settings"] = {
