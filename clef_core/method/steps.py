@@ -49,7 +49,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; as in CLIP training, gains, biases, embeddings and the logit scale get no decay."""
+    """AdamW; as in CLIP training, gains, biases, embeddings and the logit scale get no decay.
+    Fused (one kernel for all parameters) when the model is on CUDA: same update, fewer launches."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
@@ -68,6 +69,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
             {"params": no_decay, "weight_decay": 0.0},
         ],
         lr=lr,
+        fused=(bool(decay + no_decay) and all(p.is_cuda for p in decay + no_decay)) or None,
     )
 
 
@@ -194,9 +196,10 @@ def run_epoch(
             break
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         set_lr(optimizer, lr_at(step))
+        # Before the forward: the last step's gradients are freed before activations build up.
+        optimizer.zero_grad(set_to_none=True)
         with autocast_for(device, precision):
             loss, parts = step_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()  # under DDP (dist.distribute) this also averages across workers
         optimizer.step()
         parts["lr"] = optimizer.param_groups[0]["lr"]
