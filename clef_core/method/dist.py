@@ -43,10 +43,12 @@ def distribute(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` under DistributedDataParallel when several workers train (the model itself on
     one): gradients are averaged in buckets that overlap the backward pass.
 
-    - `static_graph`: which parameters a stage uses is fixed for the whole run, and some never
-      get a gradient (stage 1 never uses the logit scale; the linear-head ablation no text
-      tower); DDP learns that in the first step, where `find_unused_parameters` would walk the
-      graph every step. It also allows gradient checkpointing.
+    - `find_unused_parameters`: some parameters get no gradient (stage 1 never uses the logit
+      scale; the linear-head ablation no text tower) and which ones may change between steps;
+      DDP finds them by walking the step's graph. `static_graph` (learn them once in the first
+      step) failed on a 2-worker stage 2 of cpu-tiny under `ray job submit`: the logit scale
+      used in the first step and not in the second on rank 0 (tests/flows/test_end_to_end.py).
+      open_clip's gradient checkpointing is non-reentrant, so it works with either.
     - BatchNorm towers (ResNet) on GPUs become SyncBatchNorm: batch statistics over the
       global batch, as on one worker. On CPUs (gloo) SyncBatchNorm does not run: each worker
       keeps its own batch statistics. CLIP's ViT has LayerNorm only.
@@ -60,7 +62,7 @@ def distribute(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda" and has_batchnorm(model):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" and device.index is not None else None
-    return DistributedDataParallel(model, device_ids=ids, static_graph=True)
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
