@@ -18,14 +18,48 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
+
+from clef_core.common.errors import ClefError
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class StorageError(ClefError):
+    """A remote filesystem that cannot be reached or read: a setting of the user's (endpoint,
+    credentials, bucket), not a bug, so one line instead of pyarrow's traceback."""
+
+
+def _unreachable(uri: str, err: OSError) -> StorageError:
+    return StorageError(
+        f"{uri}: cannot reach or read it ({err}); expected a reachable object store: check "
+        "the endpoint (AWS_ENDPOINT_URL or ?endpoint_override=), the credentials and the bucket"
+    )
+
+
+def _says_where(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A remote filesystem's OSError (network, credentials, missing bucket) as a StorageError
+    naming the URI; a local disk's OSError stays as it is (it names its path already)."""
+
+    @functools.wraps(method)
+    def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as err:
+            loc = args[0]
+            if not isinstance(loc, Location) or loc.local is not None:
+                raise
+            raise _unreachable(loc.uri, err) from err
+
+    return wrapped
 
 
 @dataclass(frozen=True)
@@ -65,6 +99,7 @@ class Location:
         path, uri = posixpath.dirname(self.path), posixpath.dirname(self.uri)
         return Location(self.fs, path, uri, self.query)
 
+    @_says_where
     def _info(self) -> Any:
         return self.fs.get_file_info(self.path)
 
@@ -77,6 +112,7 @@ class Location:
     def size(self) -> int:
         return int(self._info().size)
 
+    @_says_where
     def read_bytes(self) -> bytes:
         with self.fs.open_input_file(self.path) as f:
             return bytes(f.read())
@@ -84,10 +120,12 @@ class Location:
     def read_text(self) -> str:
         return self.read_bytes().decode()
 
+    @_says_where
     def open(self) -> Any:
         """A random-access file (what `pq.ParquetFile` and `np.load` read)."""
         return self.fs.open_input_file(self.path)
 
+    @_says_where
     def write_bytes(self, data: bytes) -> None:
         """Whole or not at all: an object store's PUT is; on a disk, a rename is."""
         self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
@@ -102,6 +140,7 @@ class Location:
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
 
+    @_says_where
     def files(self) -> list[str]:
         """Paths (relative to this folder) of every file under it; [] when there is none."""
         if self._info().type != pafs.FileType.Directory:
@@ -111,11 +150,13 @@ class Location:
             posixpath.relpath(i.path, self.path) for i in found if i.type == pafs.FileType.File
         )
 
+    @_says_where
     def delete(self) -> None:
         """Remove this folder and everything under it (nothing when there is none)."""
         if self._info().type == pafs.FileType.Directory:
             self.fs.delete_dir(self.path)
 
+    @_says_where
     def put(self, folder: Path, skip: tuple[str, ...] = (), changed_only: bool = False) -> None:
         """Copy the local `folder`'s files here (names in `skip` left out; with `changed_only`,
         files already here at the same size too: shards are written once, never edited)."""
@@ -127,6 +168,7 @@ class Location:
             if info is None or info.size != f.stat().st_size:
                 self._copy(str(f), pafs.LocalFileSystem(), (self / rel).path, self.fs)
 
+    @_says_where
     def get(self, folder: Path, skip: tuple[str, ...] = ()) -> None:
         """Copy this folder's files into the local `folder` (names in `skip` left out)."""
         for rel in self.files():
@@ -170,6 +212,8 @@ def _remote(text: str, endpoint: str | None) -> Location:
         fs, path = pafs.FileSystem.from_uri(text)
     except ValueError:  # pyarrow's ArrowInvalid: a scheme it has no filesystem for
         fs, path = _fsspec(text)
+    except OSError as err:  # S3 asks for the bucket's region here
+        raise _unreachable(uri, err) from err
     return Location(fs, path.rstrip("/"), uri.rstrip("/"), query)
 
 

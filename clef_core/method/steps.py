@@ -29,6 +29,9 @@ from clef_core.method.model import ClefModel
 from clef_core.method.text import activity_prompts, description_prompts, name_prompts
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
+# A step's loss parts: detached 0-d tensors on the step's device. Floats only when a pass ends
+# (or for an `on_step` callback): a float() per part per step would wait for the GPU each step.
+Parts = dict[str, torch.Tensor]
 
 
 def no_gather(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +94,7 @@ def pretrain_step(
     cfg: Stage1Config,
     rng: random.Random,
     gather: Gather = no_gather,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Parts]:
     """Stage 1 (Eq. 2) on one batch; returns the loss to back-propagate and its parts.
 
     `model` is a `ClefModel`, or one wrapped by DDP (`clef_core.method.dist.distribute`): the
@@ -114,13 +117,13 @@ def pretrain_step(
     if cfg.weight_image_image > 0:
         l_ii = losses.cross_modal_supcon(z1, z2, act_all, cfg.temperature)
         total = total + cfg.weight_image_image * l_ii
-        parts["loss_ii"] = float(l_ii.detach())
+        parts["loss_ii"] = l_ii.detach()
     if texts:
         z_act = gather(out.texts[0][inverse])  # (B, d): each row's activity text
         l_ia = losses.cross_modal_supcon(z1, z_act, act_all, cfg.temperature)
         total = total + cfg.weight_image_activity * l_ia
-        parts["loss_ia"] = float(l_ia.detach())
-    parts["loss"] = float(total.detach())
+        parts["loss_ia"] = l_ia.detach()
+    parts["loss"] = total.detach()
     return total, parts
 
 
@@ -142,7 +145,7 @@ def finetune_step(
     cfg: Stage2Config,
     weights: torch.Tensor | None,
     rng: random.Random,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Parts]:
     """Stage 2 (Eq. 3-6) on one batch. Names/descriptions are encoded once per step; with the
     linear head (ablation) no text at all. `model`: a `ClefModel` or its DDP wrapper."""
     device = batch["image"].device
@@ -165,13 +168,13 @@ def finetune_step(
         l_dn = losses.name_description_loss(out.texts[1], out.texts[0], out.scale)
     total = losses.finetune_loss(l_in, cfg.weight_dn * l_dn, cfg.lam)
     return total, {
-        "loss": float(total.detach()),
-        "loss_in": float(l_in.detach()),
-        "loss_dn": float(l_dn.detach()),
+        "loss": total.detach(),
+        "loss_in": l_in.detach(),
+        "loss_dn": l_dn.detach(),
     }
 
 
-StepFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+StepFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, Parts]]
 
 
 def run_epoch(
@@ -187,9 +190,12 @@ def run_epoch(
 ) -> tuple[int, dict[str, float]]:
     """One pass over `batches`: lr schedule, autocast, backward, AdamW step.
 
-    Returns the global step after the epoch and the mean of each loss part over it.
+    Returns the global step after the epoch and the mean of each loss part (and of the
+    learning rate) over it. The parts are summed on the device; `on_step`, when given, gets
+    each step's as floats (a host sync per step: leave it out where speed matters).
     """
-    sums: dict[str, float] = {}
+    sums: Parts = {}
+    lr_sum = 0.0
     count = 0
     for batch in batches:
         if max_steps is not None and count >= max_steps:
@@ -202,14 +208,18 @@ def run_epoch(
             loss, parts = step_fn(batch)
         loss.backward()  # under DDP (dist.distribute) this also averages across workers
         optimizer.step()
-        parts["lr"] = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[0]["lr"]
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
+            sums[k] = sums[k] + v if k in sums else v.float()
+        lr_sum += lr
         count += 1
         step += 1
         if on_step is not None:
-            on_step(step, parts)
-    return step, {k: v / max(count, 1) for k, v in sums.items()}
+            on_step(step, {**{k: float(v) for k, v in parts.items()}, "lr": lr})
+    if not count:
+        return step, {}
+    means = dict(zip(sums, (torch.stack(list(sums.values())) / count).tolist(), strict=True))
+    return step, {**means, "lr": lr_sum / count}
 
 
 def run_steps(

@@ -90,7 +90,7 @@ def run_loop(
             augmented, passes, feed.steps_per_epoch, optimizer, lr_at, step, device, precision,
             on_step=on_step,
         )  # fmt: skip
-        metrics: dict[str, float] = {f"train_{k}": v for k, v in means.items()}
+        metrics = {f"train_{k}": v for k, v in across_workers(means, gather, device).items()}
         metrics["epoch"] = epoch
         pred, scores = None, {}
         if feed.test is not None and stage.evaluates(epoch):
@@ -100,3 +100,15 @@ def run_loop(
         if on_epoch is not None:
             on_epoch(EpochEnd(epoch, step, metrics, pred, scores, epoch == stage.hp.epochs - 1))
     return step
+
+
+def across_workers(
+    means: dict[str, float], gather: Gather, device: torch.device
+) -> dict[str, float]:
+    """Each worker's epoch means averaged over the workers (one gather per epoch): the stage-2
+    loss is each worker's own batch's, so rank 0's alone would describe a 1/W sample. The
+    stage-1 loss is already the global batch's on every worker and stays as it is."""
+    if not means:
+        return means
+    local = torch.tensor([list(means.values())], dtype=torch.float64, device=device)
+    return dict(zip(means, gather(local).mean(0).tolist(), strict=True))

@@ -5,7 +5,8 @@ the resumed checkpoint and the per-epoch report.
 
 Multi-worker semantics: stage-1 features are gathered with gradients (`clef_core.method.dist`),
 so the contrastive loss is that of the global batch; DDP averages the gradients in the backward
-pass (`loop.run_loop` wraps the model). Checkpoints are reported every epoch; a restarted
+pass (`loop.run_loop` wraps the model); an epoch's logged train_* means are averaged over the
+workers (`loop.across_workers`). Checkpoints are reported every epoch; a restarted
 worker resumes from the last one (epoch and step included).
 """
 

@@ -1,6 +1,7 @@
 """The stage-1 loss and its gradient are the same on 1 worker with batch 2b as on 2 workers
 with batch b each (features gathered with gradients, gradients averaged by DDP as training
-wraps the model: `dist.distribute`); real torch distributed processes (gloo), no mocks."""
+wraps the model: `dist.distribute`); an epoch's logged means are the workers' average
+(`training.loop.across_workers`); real torch distributed processes (gloo), no mocks."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from clef_core.method.config import load_config
 from clef_core.method.dist import distribute, gather_with_grad, unwrap
 from clef_core.method.model import build_model, tokenizer_for
 from clef_core.method.steps import pretrain_step
+from clef_core.training.loop import across_workers
 
 ACTIVITIES = [("bp4d", f"T{k}") for k in range(1, 9)]
 
@@ -62,8 +64,11 @@ def _worker(rank: int, port: int, out: str) -> None:
         full = batch()
         half = {k: v[rank * 4 : (rank + 1) * 4] for k, v in full.items()}
         loss, grads = loss_and_grads(half, gather_with_grad)
+        # Stage 2's loss differs per worker: rank 1 logs 3.0 and 10.0, rank 0 1.0 and 20.0.
+        means = {"loss": 1.0 + 2 * rank, "lr": 20.0 - 10 * rank}
+        averaged = across_workers(means, gather_with_grad, torch.device("cpu"))
         if rank == 0:
-            torch.save({"loss": loss, "grads": grads}, out)
+            torch.save({"loss": loss, "grads": grads, "averaged": averaged}, out)
     finally:
         dist.destroy_process_group()
 
@@ -79,6 +84,7 @@ def test_one_worker_batch_2b_equals_two_workers_batch_b(tmp_path: Path) -> None:
     out = tmp_path / "two.pt"
     mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=2, start_method="spawn")
     two = torch.load(out, weights_only=True)
+    assert two["averaged"] == {"loss": 2.0, "lr": 15.0}
     assert abs(two["loss"] - single_loss) < 1e-5 * max(1.0, abs(single_loss))
     assert single_grads.keys() == two["grads"].keys()
     for name, grad in single_grads.items():

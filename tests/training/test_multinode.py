@@ -21,6 +21,7 @@ from clef_core.method.config import load_config
 from clef_core.method.model import build_model
 from clef_core.training.experiment import run_unit, stored_unit_dir
 from clef_core.training.protocol import Unit
+from tests.ray_state import train_workers
 from tests.s3server import BUCKET, s3_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -54,17 +55,6 @@ def two_nodes(shard_dir: Path) -> Iterator[list[str]]:
             cluster.shutdown()  # the processes this cluster started, by their handles
 
 
-def _train_worker_nodes() -> list[str]:
-    """The node of every Ray Train worker actor this cluster has run."""
-    from ray._private import state
-
-    return [
-        a["Address"]["NodeID"]
-        for a in state.actors().values()
-        if a["ActorClassName"] == "RayTrainWorker"
-    ]
-
-
 def test_stage1_unit_on_two_nodes(two_nodes: list[str], tmp_path: Path) -> None:
     assert len(two_nodes) == 2
     cfg = load_config(
@@ -78,7 +68,7 @@ def test_stage1_unit_on_two_nodes(two_nodes: list[str], tmp_path: Path) -> None:
     )  # fmt: skip
     unit = Unit(1, "bp4d", 1)
     result = run_unit(cfg, unit, None)
-    assert sorted(set(_train_worker_nodes())) == sorted(two_nodes)
+    assert sorted({a["Address"]["NodeID"] for a in train_workers()}) == sorted(two_nodes)
     meta = read_meta(Path(result.checkpoint))
     assert (meta["epoch"], meta["step"]) == (0, STEPS)
     losses = {k: v for k, v in result.metrics.items() if k.startswith("train_")}

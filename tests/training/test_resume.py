@@ -15,24 +15,11 @@ import pytest
 from clef_core.method.checkpoint import read_meta
 from clef_core.method.config import load_config
 from clef_core.training.ray_train import StageJob, StageResult, run_stage
+from tests.ray_state import train_workers
 
 pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS = 2, 8
-
-
-def _train_workers() -> list[int]:
-    """PIDs of Ray Train worker processes (their title is `ray::RayTrainWorker...`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if cmd.startswith("ray::RayTrainWorker"):
-                found.append(int(entry.name))
-    return found
 
 
 def _gone(pid: int) -> bool:
@@ -70,7 +57,7 @@ def test_killed_worker_resumes_from_last_checkpoint(
     while not list(storage.glob("kill/checkpoint_*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert list(storage.glob("kill/checkpoint_*")), "no checkpoint was reported in time"
-    victims = _train_workers()
+    victims = [a["Pid"] for a in train_workers(alive_only=True)]  # this instance's only
     assert victims, "no Ray Train worker process found"
     victim = victims[0]
     os.kill(victim, signal.SIGKILL)
