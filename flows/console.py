@@ -3,8 +3,10 @@
 Prefect (temporary server start, its documentation links), Ray (instance start) and Ray Data
 log at INFO on the console by default, between our progress bars and tables. Every command
 that starts them calls `quiet_libraries`, which sends those lines to a file and keeps on the
-console what a user follows: the flow's and tasks' own lines (Prefect's `prefect.flow_runs` /
-`prefect.task_runs` loggers: what each step did, its state), and every warning and error.
+console what a user follows: the flow's and tasks' own lines (what each step did, logged by our
+code through Prefect's `prefect.flow_runs` / `prefect.task_runs` loggers), and every warning and
+error. Prefect's engine logs on those loggers too ("Beginning flow run", "Finished in state
+Completed()"): those INFO lines, written by Prefect's own modules, go to the file.
 `clef --verbose` (the CLI's switch) keeps them all on the console too. Prefect's API handler
 is not touched: the UI keeps every line.
 
@@ -15,6 +17,7 @@ There a table is printed at its natural width instead.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from rich.console import Console, RenderableType
 
 # Loggers whose INFO lines are the run's own progress (ours, through `get_run_logger`).
 KEPT = ("prefect.flow_runs", "prefect.task_runs")
+# Where Prefect's engine lines come from (found without importing Prefect).
+_PREFECT_CODE = str(Path(importlib.util.find_spec("prefect").origin or "/nowhere").parent)
 
 WIDE = 200  # columns a table may take when the output is not a terminal
 _state: dict[str, object] = {"verbose": False, "file": None}
@@ -34,7 +39,9 @@ def set_verbose(verbose: bool) -> None:
 
 class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.startswith(KEPT)
+        if record.levelno >= logging.WARNING:
+            return True
+        return record.name.startswith(KEPT) and not record.pathname.startswith(_PREFECT_CODE)
 
 
 def quiet_libraries(log_file: Path, ray: bool = True, prefect: bool = True) -> Path:
