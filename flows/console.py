@@ -26,7 +26,10 @@ from rich.console import Console, RenderableType
 # Loggers whose INFO lines are the run's own progress (ours, through `get_run_logger`).
 KEPT = ("prefect.flow_runs", "prefect.task_runs")
 # Where Prefect's engine lines come from (found without importing Prefect).
-_PREFECT_CODE = str(Path(importlib.util.find_spec("prefect").origin or "/nowhere").parent)
+_PREFECT_SPEC = importlib.util.find_spec("prefect")
+_PREFECT_CODE = (  # a prefix no path has when Prefect is absent
+    str(Path(_PREFECT_SPEC.origin).parent) if _PREFECT_SPEC and _PREFECT_SPEC.origin else "\0"
+)
 
 WIDE = 200  # columns a table may take when the output is not a terminal
 _state: dict[str, object] = {"verbose": False, "file": None}
