@@ -296,6 +296,8 @@ def predict(
         targets.append(batch["au" if space.kind == "au" else "expression"].cpu().numpy())
         feats.append(z.float().cpu().numpy())
     model.train()
+    if not scores:
+        raise ClefError("no held-out rows to score: the test split is empty")
     return Predictions(
         np.concatenate(scores),
         np.concatenate(targets),

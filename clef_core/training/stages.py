@@ -131,6 +131,8 @@ def plan_stage(
     from them; otherwise from the shards' id and label columns. `space`: stage 2's labels
     when they are not the shards' (zero-shot trains on a subset of classes)."""
     shard_dir = cfg.data.shard_dir
+    for d in job.datasets:
+        _check_parts(shard_dir, d, (job.train_parts or ()) + (job.test_parts or ()), arrays)
     if job.stage == 1:
         cap = cfg.stage1.frames_per_activity
         splits, rows = [], 0
@@ -161,6 +163,27 @@ def plan_stage(
         space=space,
         weights=_class_weights(values, space),
     )
+
+
+def _check_parts(
+    shard_dir: Where, dataset: str, parts: tuple[int, ...], arrays: dict[str, np.ndarray] | None
+) -> None:
+    """One clear error for a fold part without rows (a wrong part number, or a preprocessing
+    that lost a part's subjects), before any worker starts: the parts of `arrays` when the
+    rows come from them, else those the shards' manifest counts."""
+    if not parts:
+        return
+    if arrays is not None:
+        held = {int(p) for p in np.unique(arrays["part"])}
+    else:
+        held = {p for p, n in read_manifest(shard_dir, dataset).rows_per_part.items() if n > 0}
+    missing = sorted(set(parts) - held)
+    if missing:
+        raise ClefError(
+            f"{dataset}: no rows in fold part(s) {', '.join(map(str, missing))} of {shard_dir}; "
+            f"expected parts with rows, found {', '.join(map(str, sorted(held))) or 'none'}"
+            " (0-based: fold k tests on part k-1)"
+        )
 
 
 class Stage:

@@ -1,5 +1,6 @@
 """The protocol as data: folds and their parts, what each unit starts from, the order units
-run in, and unit keys (which settings invalidate a cached result and which do not)."""
+run in, unit keys (which settings invalidate a cached result and which do not), and a fold part
+without rows refused while a stage is planned."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from clef_core.common.errors import ClefError
 from clef_core.common.manifest import Manifest
 from clef_core.method.config import load_config
 from clef_core.training.protocol import Unit, folds_of, plan, stage2_unit, unit_key
+from clef_core.training.stages import StageJob, plan_stage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,6 +84,18 @@ def test_a_fold_that_does_not_exist_is_one_clear_error() -> None:
     with pytest.raises(ClefError, match="fold 9 does not exist"):
         folds_of("bp4d", [9])
     assert folds_of("bp4d", [4]) == []  # fold 4 is BP4D+'s: BP4D skips it
+
+
+def test_a_part_without_rows_is_refused_before_training(shard_dir: Path) -> None:
+    """A stage asked for a fold part its shards hold no rows of stops while planning (a
+    worker scoring an empty test split crashed in numpy before)."""
+    cfg = load_config("cpu-tiny", [f"data.data_dir={shard_dir.parent}"])
+    expected = r"bp4d: no rows in fold part\(s\) 3 of .*found 0, 1, 2"
+    with pytest.raises(ClefError, match=expected):
+        plan_stage(cfg, StageJob(2, ("bp4d",), (0, 1), (3,)))
+    with pytest.raises(ClefError, match=expected):
+        plan_stage(cfg, StageJob(1, ("bp4d",), (1, 3)))
+    assert plan_stage(cfg, StageJob(2, ("bp4d",), (0, 1), (2,))).rows > 0
 
 
 def test_affectnet8_is_in_the_full_reproduction_and_the_kuberay_job() -> None:
