@@ -3,6 +3,7 @@ tests find their own workers there instead of scanning every process on the mach
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -17,3 +18,11 @@ def train_workers(alive_only: bool = False) -> list[dict[str, Any]]:
         for a in state.actors().values()
         if a["ActorClassName"] == "RayTrainWorker" and (not alive_only or a["State"] == "ALIVE")
     ]
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: its parent has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

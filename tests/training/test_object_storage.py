@@ -26,8 +26,8 @@ from clef_core.method.checkpoint import checkpoint_problem, read_meta
 from clef_core.method.config import ExperimentConfig, load_config
 from clef_core.training.experiment import UnitResult, key_of, run_unit, stored_unit_dir
 from clef_core.training.protocol import Unit, stage2_unit
+from tests.ray_state import gone, train_workers
 from tests.s3server import BUCKET, s3_server
-from tests.training.test_resume import _gone, _train_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -42,20 +42,6 @@ def s3(shard_dir: Path) -> Iterator[str]:
     with s3_server() as endpoint:
         upload_shards(shard_dir / "bp4d", location(SHARDS) / "bp4d")
         yield endpoint
-
-
-def _own_train_workers() -> list[int]:
-    """Ray Train workers of this test's Ray instance (its raylet is this process's child):
-    other Ray instances on the machine are left alone."""
-    import psutil
-
-    def mine(pid: int) -> bool:
-        try:
-            return os.getpid() in [p.pid for p in psutil.Process(pid).parents()]
-        except psutil.Error:
-            return False
-
-    return [pid for pid in _train_workers() if mine(pid)]
 
 
 def _cfg(data_dir: Path, cache: bool) -> ExperimentConfig:
@@ -92,13 +78,13 @@ def test_units_train_from_and_to_object_storage(s3: str, tmp_path: Path, local_r
             break
         time.sleep(0.2)
     assert any(f.startswith("checkpoint_") for f in checkpoints.files()), f"none in S3: {out}"
-    victims = _own_train_workers()
+    victims = [a["Pid"] for a in train_workers(alive_only=True)]  # this instance's only
     assert victims, "no Ray Train worker process found"
     os.kill(victims[0], signal.SIGKILL)
     thread.join(timeout=420)
     s1 = out["s1"]
     assert isinstance(s1, UnitResult), f"the run did not survive the kill: {s1!r}"
-    assert _gone(victims[0])
+    assert gone(victims[0])
     meta = read_meta(Path(s1.checkpoint))
     # Resumed after epoch 0 from the checkpoint in S3: no step repeated or lost.
     assert (meta["epoch"], meta["step"]) == (EPOCHS - 1, EPOCHS * STEPS)

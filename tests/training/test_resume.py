@@ -15,18 +15,11 @@ import pytest
 from clef_core.method.checkpoint import read_meta
 from clef_core.method.config import load_config
 from clef_core.training.ray_train import StageJob, StageResult, run_stage
-from tests.ray_state import train_workers
+from tests.ray_state import gone, train_workers
 
 pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS = 2, 8
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return True
 
 
 def test_killed_worker_resumes_from_last_checkpoint(
@@ -68,5 +61,5 @@ def test_killed_worker_resumes_from_last_checkpoint(
     meta = read_meta(result.checkpoint)
     assert meta["epoch"] == EPOCHS - 1  # the killed run resumed after epoch 0
     assert meta["step"] == EPOCHS * STEPS  # resumed at the right step, none repeated or lost
-    assert _gone(victim)
+    assert gone(victim)
     assert result.metrics["epoch"] == EPOCHS - 1
