@@ -214,7 +214,8 @@ def _deployment_run(stack: Stack, name: str, **params: object) -> tuple[dict, st
     run = subprocess.run(
         [str(BIN / "prefect"), "deployment", "run", name, *args, "--watch",
          "--watch-timeout", "300"],
-        env=stack.env, capture_output=True, text=True, timeout=360,
+        # Wide: rich wraps at 80 columns in a pipe, which can split a long path in a message.
+        env={**stack.env, "COLUMNS": "1000"}, capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     printed = " ".join((run.stdout + run.stderr).split())  # unwrapped
     assert run.returncode != 0, printed[-3000:]
