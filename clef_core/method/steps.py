@@ -32,6 +32,8 @@ Gather = Callable[[torch.Tensor], torch.Tensor]
 # A step's loss parts: detached 0-d tensors on the step's device. Floats only when a pass ends
 # (or for an `on_step` callback): a float() per part per step would wait for the GPU each step.
 Parts = dict[str, torch.Tensor]
+# Called after each optimiser step with the global step and that step's parts as floats.
+OnStep = Callable[[int, dict[str, float]], None]
 
 
 def no_gather(x: torch.Tensor) -> torch.Tensor:
@@ -186,7 +188,7 @@ def run_epoch(
     device: torch.device,
     precision: str = "auto",
     max_steps: int | None = None,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: OnStep | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over `batches`: lr schedule, autocast, backward, AdamW step.
 
@@ -231,7 +233,7 @@ def run_steps(
     step: int,
     device: torch.device,
     precision: str = "auto",
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: OnStep | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One epoch: exactly `steps` optimiser steps (`run_epoch` each pass).
 

@@ -11,7 +11,7 @@ the Ray path mixes with a shuffle buffer).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
 from clef_core.method.model import ClefModel
-from clef_core.method.steps import Predictions, metrics_of
+from clef_core.method.steps import OnStep, Predictions, metrics_of
 from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.loop import EpochEnd, Feed, run_loop
 from clef_core.training.stages import Stage, StageJob, plan_stage
@@ -56,7 +56,7 @@ def run_local_stage(
     train_parts: tuple[int, ...] | None,
     test_parts: tuple[int, ...] | None = None,
     init: ClefModel | None = None,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: OnStep | None = None,
     arrays: dict[str, np.ndarray] | None = None,
     space: LabelSpace | None = None,
 ) -> LocalResult:

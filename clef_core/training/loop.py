@@ -18,7 +18,15 @@ import torch
 from clef_core.method.augment import batch_generator, model_views
 from clef_core.method.hardware import prepare_model
 from clef_core.method.model import ClefModel
-from clef_core.method.steps import Gather, Predictions, no_gather, predict, run_steps
+from clef_core.method.steps import (
+    Gather,
+    OnStep,
+    Parts,
+    Predictions,
+    no_gather,
+    predict,
+    run_steps,
+)
 from clef_core.training.stages import Stage
 
 Batch = dict[str, torch.Tensor]
@@ -56,7 +64,7 @@ def run_loop(
     rank: int = 0,
     start: tuple[int, int] = (0, 0),
     gather: Gather = no_gather,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: OnStep | None = None,
     on_epoch: Callable[[EpochEnd], None] | None = None,
 ) -> int:
     """Train `model` from epoch `start[0]` and global step `start[1]` (a resumed run) to the
@@ -73,7 +81,7 @@ def run_loop(
     epoch0, step = start
     at = [epoch0, 0]  # the epoch, and the index of its next batch (counted across its passes)
 
-    def augmented(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def augmented(batch: Batch) -> tuple[torch.Tensor, Parts]:
         """The stage's step on the batch's augmented views, seeded per batch (`batch_generator`)."""
         gen = batch_generator(cfg.seed, at[0], rank, at[1])
         at[1] += 1

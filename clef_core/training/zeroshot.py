@@ -18,7 +18,6 @@ constant answer would score; it uses the test labels, so no model can be credite
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ from clef_core.common.manifest import read_manifest
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
 from clef_core.method.model import ClefModel, tokenizer_for
-from clef_core.method.steps import Predictions, metrics_of, predict
+from clef_core.method.steps import OnStep, Predictions, metrics_of, predict
 from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.local import column_batches, run_local_stage
 from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER, stage2_unit
@@ -101,9 +100,6 @@ def _names(labels: list[str] | tuple) -> str:
 def _check_head(cfg: ExperimentConfig) -> None:
     if cfg.stage2.head != "names":
         raise ClefError("zero-shot needs stage2.head=names: a linear head has no text to score")
-
-
-OnStep = Callable[[int, dict[str, float]], None]  # run_local_stage's per-step callback
 
 
 def unseen_expressions(
