@@ -58,11 +58,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's packages
     sys.path.insert(0, str(ROOT))
 
+from clef_core.common.datasets import REGISTRY  # noqa: E402  (after the path above)
+
 PAPER_BATCH = 64
 CLIP_TRAIN_GFLOP = 123.0  # ViT-B/16 CLIP training per (image, caption) sample: the figure
 TARGETS = {"stage1_mfu": 0.40, "stage1_vs_open_clip": 1.3, "predict_frames_per_s": 1000.0}
-BP4D_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
-ACTIVITIES = [("bp4d", f"T{k}") for k in range(1, 9)]
+BP4D_AUS = REGISTRY["bp4d"].au_ids
+ACTIVITIES = [("bp4d", t) for t in REGISTRY["bp4d"].activities]  # T1..T8
 CROP = 224  # side of the aligned face crops (preprocessing's default)
 # Dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, TFLOP/s: (bf16, tf32). The
 # first name contained in torch's device name wins, so the specific names come first.

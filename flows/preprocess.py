@@ -7,7 +7,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from clef_core.common.manifest import Manifest
+from clef_core.common.manifest import Manifest, manifest_path
 from flows.console import print_table
 from preprocessing.distributed import run_sequences
 from preprocessing.pipeline import PreprocessOptions, finish, plan
@@ -50,5 +50,5 @@ def preprocess_dataset(
         console.print(f"[yellow]warning:[/] {message}", highlight=False)
     hidden = len(bad) + len(manifest.issues) - 10
     if hidden > 0:
-        console.print(f"(+{hidden} more in {opts.shard_dir / opts.dataset / 'manifest.json'})")
+        console.print(f"(+{hidden} more in {manifest_path(opts.shard_dir, opts.dataset)})")
     return manifest

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from clef_core.common.errors import ClefError
-from clef_core.common.runtime import LOOPBACK_RAY_ENV
+from clef_core.common.runtime import LOOPBACK_RAY_ENV, local_cpus
 
 HOST = "127.0.0.1"
 
@@ -240,7 +240,7 @@ def _launch(name: str, data_dir: Path, ports: Ports) -> Service:
                               "--dashboard-port", str(ports.ray_dashboard),
                               "--ray-client-server-port", str(ports.ray_client),
                               "--dashboard-agent-listen-port", str(ports.ray_agent),
-                              "--num-cpus", str(max(4, 2 * (os.cpu_count() or 1))),
+                              "--num-cpus", str(local_cpus()),
                               "--temp-dir", str(ray_temp_dir(data_dir))],
                       base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder)  # fmt: skip
     if name == "deployments":

@@ -227,10 +227,13 @@ def manifest_of(
     subjects: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
     parts: Counter[int] = Counter()
+    without_task = 0
     for r in done:
         subjects[r.subject] += r.frames
         if r.task is not None:
             tasks[r.task] += r.frames
+        else:
+            without_task += r.frames
         parts[r.part] += r.frames
     issues = sorted({m for r in results for m in r.issues} | set(reader_issues))
     return Manifest(
@@ -240,7 +243,7 @@ def manifest_of(
         rows=sum(r.frames for r in done),
         rows_per_subject=dict(sorted(subjects.items())),
         rows_per_task=dict(sorted(tasks.items())),
-        rows_without_task=sum(r.frames for r in done if r.task is None),
+        rows_without_task=without_task,
         rows_per_part=dict(sorted(parts.items())),
         no_face=sum(r.frames - r.faces for r in done),
         decode_reduction=dict(sorted(Counter(r.reduce for r in done).items())),

@@ -13,11 +13,14 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clef_core.common.errors import ClefError
-from clef_core.common.storage import Where, location
+from clef_core.common.storage import Location, Where, location
+
+_Dir = TypeVar("_Dir", Path, Location)
 
 # 2: typed (this module): `shards` maps each file to its bytes and rows, rows without a task
 # are `rows_without_task` (format 1 kept them under the task "None"), parts are ints.
@@ -73,7 +76,8 @@ def _task_order(task: str) -> tuple[int, str]:
     return (int(digits) if digits else 0, task)
 
 
-def manifest_path(shard_dir: Path, dataset: str) -> Path:
+def manifest_path(shard_dir: _Dir, dataset: str) -> _Dir:
+    """Where a dataset's manifest lies (a local path, or a Location in object storage)."""
     return shard_dir / dataset / "manifest.json"
 
 
@@ -94,7 +98,7 @@ def _rerun(dataset: str, shard_dir: Where, root: object) -> str:
 def read_manifest(shard_dir: Where, dataset: str) -> Manifest:
     """A dataset's manifest (on this disk or in object storage), or one clear error: none yet,
     or one this code cannot read."""
-    path = location(shard_dir) / dataset / "manifest.json"
+    path = manifest_path(location(shard_dir), dataset)
     if not path.is_file():
         raise ClefError(
             f"no shards for {dataset} in {shard_dir}: run `clef preprocess --dataset {dataset}` first"

@@ -173,9 +173,8 @@ class Location:
         """Copy this folder's files into the local `folder` (names in `skip` left out)."""
         for rel in self.files():
             if rel not in skip:
-                target = folder / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._copy((self / rel).path, self.fs, str(target), pafs.LocalFileSystem())
+                target = str(folder / rel)  # `_copy` makes its folder
+                self._copy((self / rel).path, self.fs, target, pafs.LocalFileSystem())
 
     @staticmethod
     def _copy(source: str, source_fs: Any, target: str, target_fs: Any) -> None:
