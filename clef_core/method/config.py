@@ -145,6 +145,11 @@ class Stage1Config(_Frozen):
     temperature: float = Field(0.25, gt=0.0)  # eps in Eq. 1, fixed
     weight_image_image: float = Field(1.0, ge=0.0)  # L_II; 0 switches it off
     weight_image_activity: float = Field(1.0, ge=0.0)  # L_IA; 0 = ablation without PA
+    # Who is whose positive in Eq. 1. "activity" (the paper): every image of the same activity.
+    # "instance" (ours, the baseline the paper argues against, its Figure 1a): only the other
+    # view of the same image, every other image a negative (SimCLR's pairing); it has no
+    # activity text, so it needs weight_image_activity 0.
+    pairing: Literal["activity", "instance"] = "activity"
     augment: AugmentConfig = AugmentConfig()
     # BP4D+ only (the paper: "equally sample 480,000 frames ... by 10 activity categories"):
     # at most this many frames per activity, all of an activity's where it has fewer; None =
@@ -153,6 +158,15 @@ class Stage1Config(_Frozen):
     # Batches per epoch; None = one pass over the data. More than a pass holds: the data is
     # passed over again (ours; the demo's fixed budget of steps).
     steps_per_epoch: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _instance_has_no_text(self) -> Stage1Config:
+        if self.pairing == "instance" and self.weight_image_activity > 0:
+            raise ValueError(
+                "stage1.pairing=instance pairs images with their own views only, so it has no "
+                f"activity text: set stage1.weight_image_activity=0 (got {self.weight_image_activity})"
+            )
+        return self
 
 
 _PAPER_LR = {d.name: d.paper_lr for d in REGISTRY.values() if d.paper_lr is not None}

@@ -114,6 +114,8 @@ def pretrain_step(
     out = model(images=(batch["view1"], batch["view2"]), texts=texts)
     z1, z2 = gather(out.images[0]), gather(out.images[1])  # (B, d) each
     act_all = gather(act)
+    if cfg.pairing == "instance":  # each image its own class: positives are its other view only
+        act_all = torch.arange(act_all.shape[0], device=act_all.device)
     parts = {}
     total = z1.new_zeros((), dtype=torch.float32)
     if cfg.weight_image_image > 0:

@@ -30,7 +30,7 @@ from clef_core.method.config import AugmentConfig
 
 COLUMNS = ["dataset", "subject", "task", "frame", "image", "au", "expression", "part", "face_found"]
 # Bumped when the cached columns change, so an older cache is rebuilt, not misread.
-CACHE_FORMAT = 3  # 3: no sample_key (stage 1 samples by row key)
+CACHE_FORMAT = 4  # 3: no sample_key (stage 1 samples by row key); 4: subject (the probes)
 
 
 def row_key(subject: str | None, task: str | None, frame: int) -> int:
@@ -157,6 +157,8 @@ def decoded_arrays(shard_dir: Where, dataset: str, side: int) -> dict[str, np.nd
         "part": np.asarray(table["part"].to_pylist(), np.int8),
         "dataset": np.asarray(table["dataset"].to_pylist(), str),
         "task": np.asarray([t or "" for t in table["task"].to_pylist()], str),
+        # who is shown: the identity probe (clef_core.training.probe); never a training column
+        "subject": np.asarray(table["subject"].to_pylist(), str),
         "row": row_keys(
             table["subject"].to_pylist(), table["task"].to_pylist(), table["frame"].to_pylist()
         ),

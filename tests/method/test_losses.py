@@ -131,3 +131,63 @@ def test_gradients_flow_through_supcon() -> None:
     z_b = torch.randn(4, 8, requires_grad=True)
     losses.cross_modal_supcon(z_a, z_b, torch.tensor([0, 1, 0, 1])).backward()
     assert z_a.grad is not None and z_b.grad is not None and z_b.grad.abs().sum() > 0
+
+
+def ref_instance_pairing(z1: torch.Tensor, z2: torch.Tensor, eps: float) -> float:
+    """SimCLR's pairing (the paper's Figure 1a) written out: anchor i of view 1, its only
+    positive the same image's view 2, the denominator every other feature of both views."""
+    z1, z2 = unit(z1.double()), unit(z2.double())
+    contrast = list(z1) + list(z2)
+    n = len(z1)
+    total = 0.0
+    for i in range(n):
+        denominator = sum(
+            math.exp(float(z1[i] @ contrast[k]) / eps) for k in range(2 * n) if k != i
+        )
+        total += -math.log(math.exp(float(z1[i] @ z2[i]) / eps) / denominator)
+    return total / n
+
+
+def test_stage1_step_with_instance_pairing_is_simclr_pairing() -> None:
+    """The step training calls (`pretrain_step`), with stage1.pairing=instance: positives are
+    the other view of the same image only, whatever the activities; activity pairing on the
+    same batch (activities repeat) gives a different loss."""
+    import random
+
+    from clef_core.method.config import load_config
+    from clef_core.method.model import build_model, tokenizer_for
+    from clef_core.method.steps import pretrain_step
+
+    g = torch.Generator().manual_seed(3)
+    batch = {
+        "view1": torch.randn(6, 3, 96, 96, generator=g),
+        "view2": torch.randn(6, 3, 96, 96, generator=g),
+        "activity": torch.tensor([0, 1, 0, 1, 2, 2]),
+    }
+    got = {}
+    for pairing in ("instance", "activity"):
+        # A LayerNorm ViT tower on RGB input: a fresh ResNet's grey features are all but
+        # identical, and with equal similarities every pairing gives the same loss.
+        vit = ["model.inline.vision_layers=2", "model.inline.vision_width=64"]
+        rgb = ["model.input_norm=clip", "model.inline.image_size=96"]
+        pair = [f"stage1.pairing={pairing}", "stage1.weight_image_activity=0"]
+        cfg = load_config("cpu-tiny", [*vit, *rgb, *pair])
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        loss, _ = pretrain_step(
+            model, batch, tokenizer_for(cfg.model), [("bp4d", "T1")] * 3, cfg.stage1,
+            random.Random(0),
+        )  # fmt: skip
+        got[pairing] = float(loss)
+        with torch.no_grad():
+            z1, z2 = model.encode_image(batch["view1"]), model.encode_image(batch["view2"])
+    assert got["instance"] == pytest.approx(ref_instance_pairing(z1, z2, 0.25), rel=1e-5)
+    assert abs(got["instance"] - got["activity"]) > 1e-3
+
+
+def test_instance_pairing_refuses_activity_text() -> None:
+    from clef_core.common.errors import ConfigError
+    from clef_core.method.config import load_config
+
+    with pytest.raises(ConfigError, match="weight_image_activity=0"):
+        load_config("cpu-tiny", ["stage1.pairing=instance"])
