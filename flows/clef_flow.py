@@ -64,6 +64,9 @@ class ReproductionParams(BaseModel):
     # The zero-shot experiments too (clef_core.training.zeroshot: unseen RAF-DB expressions; BP4D AUs
     # -> RAF-DB expressions), with the full method's config; their table goes in the report.
     zeroshot: bool = False
+    # Linear probes of each fold's stage-1 image features against a random initialisation
+    # (clef_core.training.probe: AUs, activity, identity); their table goes in the report.
+    probes: bool = False
     synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
     roots: dict[str, Path] = {}  # real dataset roots by name; win over the synthetic ones
     data_dir: Path | None = (
@@ -238,12 +241,13 @@ def zeroshot(cfg: ExperimentConfig, book: RunBook, out: Path) -> list[dict[str, 
 def write_report(
     runs: dict[str, list[UnitResult]], books: dict[str, RunBook], params: ReproductionParams,
     out: Path, zeroshot: list[dict[str, Any]] | None = None,
+    probed: list[dict[str, Any]] | None = None,
 ) -> Path:  # fmt: skip
     """The results tables beside the paper's, as markdown + HTML, logged to every parent run."""
     from clef_core.tracking.report import write_report as write
     from flows.train import close_book
 
-    path = write(runs, out, params.synthetic and not params.roots, zeroshot)
+    path = write(runs, out, params.synthetic and not params.roots, zeroshot, probed)
     for name, book in books.items():
         for run_id in book.parents().values():
             book.tracker(run_id).log_artifact(path.parent, "report")
@@ -375,6 +379,7 @@ def clef(
     ablations: list[str] | None = None,
     weights: dict[str, Path] | None = None,
     zeroshot: bool = False,
+    probes: bool = False,
     synthetic: bool = True,
     roots: dict[str, Path] | None = None,
     data_dir: Path | None = None,
@@ -392,7 +397,7 @@ def clef(
         params = ReproductionParams(
             preset=preset, overrides=overrides or [], datasets=datasets, folds=folds,
             ablations=ablations or [], weights=weights or {}, zeroshot=zeroshot,
-            synthetic=synthetic,
+            probes=probes, synthetic=synthetic,
             roots=roots or {}, data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri,
             synthetic_preset=synthetic_preset,
         )  # fmt: skip
@@ -485,12 +490,23 @@ def _reproduce(params: ReproductionParams) -> str | State:
                 main.data.data_dir / "reports" / reproduction,
                 wait_for=[shards[ZEROSHOT_AU], shards[ZEROSHOT_FER]],
             )  # fmt: skip
+        probed = None
+        if params.probes:
+            from flows.probes import probes as probe_task
+
+            stage1 = [f for u, f in futures[MAIN].items() if u.stage == 1]
+            probed = probe_task.submit(
+                main, stage1, run_book(main, f"{reproduction}-probe"),
+                main.data.data_dir / "reports" / reproduction,
+            )  # fmt: skip
         every = {f"preprocess {d}": f for d, f in shards.items()} | {
             f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()
         } | {
             f"{name}:evaluate {unit.name}": f
             for name, mine in scored.items() for unit, f in mine.items()
-        } | ({"zero-shot": zs} if zs is not None else {})  # fmt: skip
+        } | ({"zero-shot": zs} if zs is not None else {}) | (
+            {"probes": probed} if probed is not None else {}
+        )  # fmt: skip
         cause = _settle(every)
         if cause is not None:
             for book in books.values():  # parents end FAILED, not RUNNING forever
@@ -502,7 +518,10 @@ def _reproduce(params: ReproductionParams) -> str | State:
             for name, mine in futures.items()
         }  # fmt: skip
         out = main.data.data_dir / "reports" / reproduction
-        report = write_report(runs, books, params, out, zs.result() if zs else None)
+        report = write_report(
+            runs, books, params, out, zs.result() if zs else None,
+            probed.result() if probed else None,
+        )  # fmt: skip
     finally:
         if started:
             ray.shutdown()

@@ -237,6 +237,10 @@ def reproduce(
         bool,
         typer.Option(help="Also run the zero-shot experiments (needs bp4d and rafdb)."),
     ] = False,
+    probes: Annotated[
+        bool,
+        typer.Option(help="Also probe each fold's stage-1 features against a random init."),
+    ] = False,
     roots: Annotated[
         list[str] | None,
         typer.Option("--root", help="Real data: NAME=PATH (repeatable); others are synthetic."),
@@ -266,7 +270,7 @@ def reproduce(
     params = ReproductionParams(
         preset=preset, overrides=sets or [], datasets=datasets or None, folds=folds or None,
         ablations=ablations or [], weights=pairs(weights, "--weights"), zeroshot=zeroshot,
-        synthetic=synthetic,
+        probes=probes, synthetic=synthetic,
         roots=pairs(roots, "--root"), data_dir=data_dir,
         ray_address=ray_address, mlflow_uri=mlflow_uri,
     )  # fmt: skip

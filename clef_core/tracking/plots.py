@@ -105,3 +105,33 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+# The probes' figures (clef_core.training.probe) and, for each, the trivial answer beside it.
+PROBE_BARS = (("au_f1", "AU F1", "au_f1_always"), ("au_auc", "AU ROC-AUC", None),
+              ("activity_acc", "activity acc.", "activity_majority"),
+              ("identity_acc", "identity acc.\n(lower: suppressed)", "identity_majority"))  # fmt: skip
+
+
+def probe_bars(rows: list[dict[str, float | str]], path: Path, title: str) -> Path:
+    """Grouped bars (%) of the linear probes, one colour per probed model (`label`), a
+    `<key>_sd` error bar where given; the trivial answer of each group as a red tick (always
+    present for AU F1, the largest class for the accuracies, 50 for the AUC)."""
+    fig, ax = _figure(7.5, 3.6)
+    x = np.arange(len(PROBE_BARS))
+    width = 0.8 / max(1, len(rows))
+    colours = ["#999999", "#3b7dd8", "#2a9d5b", "#e0a030", "#8e5bd8", "#d8573b"]
+    for i, row in enumerate(rows):
+        values = [100 * float(row.get(k, np.nan)) for k, _, _ in PROBE_BARS]
+        sd = [100 * float(row.get(f"{k}_sd", 0.0)) for k, _, _ in PROBE_BARS]
+        ax.bar(x - 0.4 + width * (i + 0.5), values, width, yerr=sd, capsize=2,
+               color=colours[i % len(colours)], label=str(row["label"]))  # fmt: skip
+    trivial = [100 * float(rows[0].get(b, np.nan)) if b else 50.0 for _, _, b in PROBE_BARS]
+    ax.scatter(x, trivial, marker="_", s=900, lw=2.5, color="#d8573b", zorder=3,
+               label="trivial answer")  # fmt: skip
+    ax.set_xticks(x, [name for _, name, _ in PROBE_BARS], fontsize=8)
+    ax.set_ylabel("held-out score (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)

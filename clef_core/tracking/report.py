@@ -259,6 +259,28 @@ def zeroshot_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def probe_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The linear probes of frozen image features (`clef_core.training.probe`), each figure
+    beside its trivial answer."""
+    body = [
+        [str(r.get("label", r["model"])), f"{r['dataset']} {r['fold']}", _pct(r["au_f1"]),
+         _pct(r["au_f1_always"]), f"{r['au_auc']:.2f}", _pct(r["activity_acc"]),
+         _pct(r["activity_majority"]), _pct(r["identity_acc"]), _pct(r["identity_majority"])]
+        for r in rows
+    ]  # fmt: skip
+    header = ["model", "fold", "AU F1", "always", "AU AUC", "activity", "largest",
+              "identity", "largest"]  # fmt: skip
+    return [
+        *_table(header, body),
+        "",
+        "Linear probes on the frozen image features (%): AUs and activity fitted on the fold's "
+        "training people and scored on its held-out people; identity fitted on half of each "
+        "training person's tasks and scored on the other half (lower = identity suppressed). "
+        "always: F1 of every AU present; largest: the largest class's share of the test "
+        "frames (the best constant answer). Ours: the paper reports no probe.",
+    ]
+
+
 def _figures(dataset: str, results: list[UnitResult], out: Path) -> list[Path]:
     """Per-AU mean F1 bars (AU datasets) and the t-SNE of the first fold's features."""
     first = min(results, key=lambda r: r.fold or 0)
@@ -293,9 +315,11 @@ def write_report(
     out: Path,
     synthetic: bool,
     zeroshot: list[dict[str, Any]] | None = None,
+    probes: list[dict[str, Any]] | None = None,
 ) -> Path:
     """report.md, report.html and results.json under `out`; returns report.md's path.
-    `zeroshot`: the zero-shot experiments' results (`ZeroShotResult.as_dict`), when run."""
+    `zeroshot`: the zero-shot experiments' results (`ZeroShotResult.as_dict`), when run;
+    `probes`: the linear probes' (`ProbeResult.as_dict` with a `label`), when run."""
     out.mkdir(parents=True, exist_ok=True)
     main = [r for r in runs.get(MAIN, []) if r.stage == 2]
     by_dataset: dict[str, list[UnitResult]] = {}
@@ -320,12 +344,19 @@ def write_report(
         lines += [title, "", *ablation_table(runs), ""]
     if zeroshot:
         lines += ["## Zero-shot: classes never trained on", "", *zeroshot_table(zeroshot), ""]
+    if probes:
+        lines += ["## What stage 1 learned: linear probes", "", *probe_table(probes), ""]
+        title = "Linear probes of the frozen image features, held-out people"
+        figures["probes"] = [plots.probe_bars(probes, out / "probes" / "probes.png", title)]
     markdown = "\n".join(lines)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_html(markdown, figures))
     dumped = {name: [asdict(r) for r in rs] for name, rs in runs.items()}
     (out / "results.json").write_text(
-        json.dumps({"synthetic": synthetic, "runs": dumped, "zeroshot": zeroshot}, indent=1)
+        json.dumps(
+            {"synthetic": synthetic, "runs": dumped, "zeroshot": zeroshot, "probes": probes},
+            indent=1,
+        )
     )
     (out.parent / "latest").write_text(out.name)
     return out / "report.md"
@@ -391,4 +422,4 @@ def rewrite(folder: Path) -> Path:
     """Re-render a report from its results.json (`clef report`)."""
     data = json.loads((folder / "results.json").read_text())
     runs = {name: [UnitResult(**r) for r in rs] for name, rs in data["runs"].items()}
-    return write_report(runs, folder, data["synthetic"], data.get("zeroshot"))
+    return write_report(runs, folder, data["synthetic"], data.get("zeroshot"), data.get("probes"))

@@ -1,0 +1,185 @@
+"""Benchmark: what stage 1 learns, by linear probes of its frozen image features (issue 28).
+
+Stage 1 is trained in-process (`clef_core.training.local`: the Ray loop's steps, losses,
+schedule and augmentation) in each pairing, with the same data, steps, batch and seed:
+
+- `SSL`: instance pairing, the paper's Figure 1a (positives: the other view of the same image
+  only; `stage1.pairing=instance`), images only;
+- `PI`: activity pairing, images only (L_II, Eq. 1 with activity positives);
+- `PA+PI`: activity pairing, images and activity texts (L_II + L_IA: the paper's stage 1);
+
+and each is probed beside a random initialisation of the same architecture
+(`clef_core.training.probe`: AU F1 / AUC and activity accuracy on held-out people, identity
+accuracy on unseen tasks of the training people). Mean +- sd over seeds to `<out>/probes.md`,
+`.json`, `.png` and one MLflow parent run (experiment `clef-probe`) with a nested run per row
+and seed.
+
+    .venv/bin/python bench/probes.py [--data-dir data] [--seeds 0 1 2] [--corpus bp4d_plus]
+        [--set stage1.steps_per_epoch=300]
+
+Shards: those of `<data-dir>/shards` (the demo's; `--corpus bp4d_plus` needs its shards too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Stage 1 in each pairing (config overrides); "random" is no stage 1 at all.
+ROWS: dict[str, tuple[str, ...]] = {
+    "random": (),
+    "SSL": ("stage1.pairing=instance", "stage1.weight_image_activity=0"),
+    "PI": ("stage1.weight_image_activity=0",),
+    "PA+PI": (),
+}
+KEYS = ("au_f1", "au_f1_always", "au_auc", "activity_acc", "activity_majority",
+        "identity_acc", "identity_majority")  # fmt: skip
+
+
+def run_row(row: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train `row`'s stage 1 (none for "random") with `seed` and probe it on BP4D's fold."""
+    from clef_core.method.config import load_config
+    from clef_core.training.local import run_local_stage
+    from clef_core.training.probe import RANDOM, model_to_probe, run_probes
+    from clef_core.training.protocol import Unit
+
+    sets = [*ROWS[row], f"seed={seed}", f"data.data_dir={args.data_dir}", *args.sets]
+    cfg = load_config(args.preset, sets)
+    unit = Unit(2, "bp4d", args.fold)
+    assert unit.train_parts is not None and unit.test_parts is not None
+    if row == "random":
+        model = model_to_probe(RANDOM, cfg)
+    else:  # the protocol's stage 1 reads the fold's training people; a corpus reads all of it
+        parts = unit.train_parts if args.corpus == "bp4d" else None
+        model = run_local_stage(cfg, 1, args.corpus, parts).model
+    from clef_core.common.manifest import read_manifest
+    from clef_core.training.cache import decoded_arrays, source_size
+
+    side = source_size(model.image_size, cfg.stage1.augment, cfg.stage2.augment)
+    arrays = decoded_arrays(cfg.data.shard_dir, "bp4d", side)
+    au_ids = tuple(read_manifest(cfg.data.shard_dir, "bp4d").au_ids)
+    result = run_probes(model, arrays, au_ids, unit.train_parts, unit.test_parts, name=row,
+                        fold=args.fold)  # fmt: skip
+    return result.as_dict()
+
+
+def summarise(scores: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per model: each figure's mean over seeds and its sd (`<key>_sd`, ddof 1)."""
+    rows = []
+    for row, runs in scores.items():
+        out: dict[str, Any] = {"label": row, "model": row, "dataset": "bp4d",
+                               "fold": runs[0]["fold"], "seeds": len(runs)}  # fmt: skip
+        for k in KEYS:
+            values = [float(r[k]) for r in runs]
+            out[k] = float(np.mean(values))
+            out[f"{k}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        rows.append(out)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
+    def pm(r: dict[str, Any], k: str) -> str:
+        sd = r[f"{k}_sd"]
+        return f"{100 * r[k]:.1f}" + ("" if math.isnan(sd) else f" +- {100 * sd:.1f}")
+
+    lines = [
+        f"Synthetic BP4D fold {args.fold}, {args.preset}, stage 1 on {args.corpus}, seeds "
+        f"{', '.join(map(str, args.seeds))} (mean +- sd, %; {wall / 60:.0f} min)",
+        "",
+        "| stage 1 | AU F1 | always | AU AUC | activity | largest | identity | largest |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {pm(r, 'au_f1')} | {100 * r['au_f1_always']:.1f} | "
+            f"{pm(r, 'au_auc')} | {pm(r, 'activity_acc')} | {100 * r['activity_majority']:.1f}"
+            f" | {pm(r, 'identity_acc')} | {100 * r['identity_majority']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--preset", default="cpu-tiny")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--corpus", default="bp4d", choices=["bp4d", "bp4d_plus"],
+                        help="stage 1's data: BP4D's training people, or all of BP4D+")  # fmt: skip
+    parser.add_argument("--fold", type=int, default=1, choices=[1, 2, 3])
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path(".bench/probes"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mlflow-uri", default=None, help="default: SQLite in the data dir")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    from clef_core.common.runtime import configure_process
+
+    configure_process()  # an entry point: the service environment, as `clef` sets it
+    args = parse(argv)
+    import torch
+    from mlflow import MlflowClient
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from clef_core.common.runtime import default_tracking_uri, use_data_dir
+    from clef_core.tracking.plots import probe_bars
+
+    torch.set_num_threads(args.threads)
+    console = Console()
+    args.data_dir = use_data_dir(args.data_dir)
+    client = MlflowClient(args.mlflow_uri or default_tracking_uri(args.data_dir))
+    exp = client.get_experiment_by_name("clef-probe")
+    exp_id = exp.experiment_id if exp else client.create_experiment("clef-probe")
+    parent = client.create_run(exp_id, run_name=f"probes-{time.strftime('%Y%m%d-%H%M%S')}")
+    parent_id = parent.info.run_id
+    client.log_param(parent_id, "args", json.dumps({k: str(v) for k, v in vars(args).items()}))
+    start = time.perf_counter()
+    scores: dict[str, list[dict[str, Any]]] = {r: [] for r in args.rows}
+    jobs = [(seed, row) for seed in args.seeds for row in args.rows]
+    with Progress(console=console) as progress:
+        bar = progress.add_task("probes", total=len(jobs))
+        for seed, row in jobs:
+            progress.update(bar, description=f"{row} seed {seed}")
+            t0 = time.perf_counter()
+            s = run_row(row, seed, args)
+            run = client.create_run(exp_id, run_name=f"{row}-seed{seed}",
+                                    tags={"mlflow.parentRunId": parent_id})  # fmt: skip
+            client.log_param(run.info.run_id, "seed", seed)
+            for k in KEYS:
+                client.log_metric(run.info.run_id, k, float(s[k]))
+            client.set_terminated(run.info.run_id)
+            scores[row].append(s)
+            progress.console.print(
+                f"{row:7s} seed {seed}: AU F1 {100 * s['au_f1']:.1f} (always "
+                f"{100 * s['au_f1_always']:.1f}) AUC {s['au_auc']:.3f} activity "
+                f"{100 * s['activity_acc']:.1f} identity {100 * s['identity_acc']:.1f}  "
+                f"{time.perf_counter() - t0:.0f} s"
+            )
+            progress.advance(bar)
+    rows = summarise(scores)
+    wall = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "probes.md").write_text(markdown(rows, args, wall))
+    (args.out / "probes.json").write_text(json.dumps({"rows": rows, "runs": scores}, indent=1))
+    title = (
+        f"Linear probes after stage 1 on {args.corpus} (mean +- sd over {len(args.seeds)} seeds)"
+    )
+    probe_bars(rows, args.out / "probes.png", title)
+    for name in ("probes.md", "probes.json", "probes.png"):
+        client.log_artifact(parent_id, str(args.out / name))
+    client.set_terminated(parent_id)
+    console.print((args.out / "probes.md").read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
