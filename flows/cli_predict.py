@@ -60,7 +60,7 @@ def predict(
     table = Table(title=f"clef predict -> {out}")
     for col in ("input", "frames", "faces", "s", "frames/s", "table", "note"):
         table.add_column(col)
-    failed = len(problems)
+    failed, warned = len(problems), 0
     for name, files in items:
         with console.status(f"{name}..."):
             r = predict_item(predictor, name, files, out, every)
@@ -69,6 +69,9 @@ def predict(
         failed += bool(r.error) or not r.rows
         rate = r.frames / r.seconds if r.seconds else 0.0
         note = r.error or ("no frame could be read" if not r.rows else "")
+        if r.warning and r.rows:  # kept, not failed: every decodable frame has its row
+            note = f"warning: {r.warning}"
+            warned += 1
         console.print(
             f"{name}: {r.frames} frames, {r.faces} faces, {r.seconds:.1f} s, {rate:.0f} frames/s"
             + (f" [yellow]({note})[/]" if note else ""),
@@ -84,6 +87,9 @@ def predict(
             note,
         )
     print_table(console, table)
+    if warned:
+        console.print(f"[yellow]{warned} video(s) ended before their header's frame count[/]: "
+                      "their decodable frames are in the tables (listed above)")  # fmt: skip
     if failed:  # every good input's table is written; exit 1 says some input was bad
         console.print(f"[red]{failed} input(s) could not be read[/] (listed above)")
         sys.exit(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clef_core.inference.predictor import Predictor
-from preprocessing.decode import DecodeError, iter_video, read_image
+from preprocessing.decode import DecodeError, ShortVideo, iter_video, read_image
 from preprocessing.readers.video import IMAGE_EXT, VIDEO_EXT, safe_key
 
 
@@ -27,6 +27,7 @@ class InputResult:
     faces: int = 0
     seconds: float = 0.0
     error: str | None = None  # what went wrong (rows read before it are kept)
+    warning: str | None = None  # a video that ended before its header's frame count
     table: Path | None = None
     rows: list[dict] = field(default_factory=list, repr=False)
 
@@ -123,6 +124,8 @@ def predict_item(
             row.update({c: r.scores.get(c) for c in columns})
             result.rows.append(row)
             result.faces += r.face_found
+    except ShortVideo as err:  # every decodable frame has its row: a warning, not a failure
+        result.warning = str(err)
     except DecodeError as err:
         result.error = str(err)
     if meta["unreadable"]:

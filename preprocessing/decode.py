@@ -18,6 +18,19 @@ class DecodeError(Exception):
     """A video or image that cannot be (fully) decoded; frames read before it are kept."""
 
 
+class ShortVideo(DecodeError):
+    """A video that decoded some frames, then ended before the count its header promises:
+    a file cut short or damaged, or (common in phone and screen recordings) a header that
+    overstates. `clef predict` warns and keeps its rows; preprocessing counts it unreadable."""
+
+    def __init__(self, path: Path, decoded: int, expected: int) -> None:
+        self.decoded, self.expected = decoded, expected
+        super().__init__(
+            f"{path}: decoded {decoded} of the {expected} frames its header promises "
+            "(truncated or corrupt, or a header that overstates)"
+        )
+
+
 # cv2 flags that decode a JPEG at 1/2, 1/4, 1/8 scale in the DCT domain: several times
 # faster than a full decode, and each pixel is a block mean (antialiased).
 REDUCED = {
@@ -81,8 +94,10 @@ def _opencv(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
             index += 1
     finally:
         cap.release()
-    if index == 0 or (expected > 0 and index < expected):
-        raise DecodeError(f"{path}: decoded {index} of {expected} frames (truncated or corrupt)")
+    if index == 0:
+        raise DecodeError(f"{path}: decoded 0 of {expected} frames (truncated or corrupt)")
+    if expected > 0 and index < expected:
+        raise ShortVideo(path, index, expected)
 
 
 def _decord(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -97,6 +112,8 @@ def _decord(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
         try:
             frame = reader[index].asnumpy()
         except Exception as err:
+            if index > 0:  # the frames before it were decoded
+                raise ShortVideo(path, index, n) from err
             raise DecodeError(f"{path}: frame {index} of {n} unreadable: {err}") from None
         yield index, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
 
