@@ -85,8 +85,10 @@ def summarise(scores: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
     def pm(r: dict[str, Any], k: str) -> str:
+        scale, digits = (1, 3) if k == "au_auc" else (100, 1)  # AUC as a fraction
         sd = r[f"{k}_sd"]
-        return f"{100 * r[k]:.1f}" + ("" if math.isnan(sd) else f" +- {100 * sd:.1f}")
+        text = f"{scale * r[k]:.{digits}f}"
+        return text + ("" if math.isnan(sd) else f" +- {scale * sd:.{digits}f}")
 
     lines = [
         f"Synthetic BP4D fold {args.fold}, {args.preset}, stage 1 on {args.corpus}, seeds "
@@ -117,7 +119,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(".bench/probes"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mlflow-uri", default=None, help="default: SQLite in the data dir")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="train nothing: merge the probes.json of earlier runs (e.g. one "
+                        "seed each, run side by side) into --out")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def write(scores: dict[str, list[dict[str, Any]]], args: argparse.Namespace, wall: float) -> list[dict[str, Any]]:  # fmt: skip
+    """The summary over seeds: probes.md, probes.json and probes.png in `args.out`."""
+    from clef_core.tracking.plots import probe_bars
+
+    rows = summarise(scores)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "probes.md").write_text(markdown(rows, args, wall))
+    (args.out / "probes.json").write_text(
+        json.dumps({"rows": rows, "runs": scores, "seeds": args.seeds, "wall_s": wall}, indent=1)
+    )
+    title = f"Linear probes after stage 1 on {args.corpus}, mean +- sd over seeds {args.seeds}"
+    probe_bars(rows, args.out / "probes.png", title)
+    return rows
+
+
+def combine(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Merge earlier runs' results (their probes.json: rows in seed order) into one summary."""
+    scores: dict[str, list[dict[str, Any]]] = {}
+    args.seeds, wall = [], 0.0
+    for folder in args.combine:
+        data = json.loads((folder / "probes.json").read_text())
+        wall += data.get("wall_s", 0.0)
+        args.seeds += data.get("seeds", [])
+        for row, runs in data["runs"].items():
+            scores.setdefault(row, []).extend(runs)
+    return write({r: scores[r] for r in ROWS if r in scores}, args, wall)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -125,13 +158,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     configure_process()  # an entry point: the service environment, as `clef` sets it
     args = parse(argv)
+    if args.combine:
+        rows = combine(args)
+        print((args.out / "probes.md").read_text())
+        return rows
     import torch
     from mlflow import MlflowClient
     from rich.console import Console
     from rich.progress import Progress
 
     from clef_core.common.runtime import default_tracking_uri, use_data_dir
-    from clef_core.tracking.plots import probe_bars
 
     torch.set_num_threads(args.threads)
     console = Console()
@@ -165,15 +201,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f"{time.perf_counter() - t0:.0f} s"
             )
             progress.advance(bar)
-    rows = summarise(scores)
-    wall = time.perf_counter() - start
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "probes.md").write_text(markdown(rows, args, wall))
-    (args.out / "probes.json").write_text(json.dumps({"rows": rows, "runs": scores}, indent=1))
-    title = (
-        f"Linear probes after stage 1 on {args.corpus} (mean +- sd over {len(args.seeds)} seeds)"
-    )
-    probe_bars(rows, args.out / "probes.png", title)
+    rows = write(scores, args, time.perf_counter() - start)
     for name in ("probes.md", "probes.json", "probes.png"):
         client.log_artifact(parent_id, str(args.out / name))
     client.set_terminated(parent_id)

@@ -6,7 +6,8 @@ Prefect server, both on the data dir's Prefect database, MLflow store and unit c
 Both exit 0 without a traceback and write the same report; each unit was trained once: one
 MLflow training run per unit (the other process's run of it points at that one as reused
 from the cache), one process's results say trained and the other's cached, and a process
-that reached a unit while the other was training it said so and waited.
+that reached a unit while the other was training it said so and waited. Both run with
+`--probes`: the report holds the linear probes of the stage-1 checkpoint and a random init.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _reproduce(data: Path, log: Path) -> subprocess.Popen:
                                                                     "NO_COLOR": "1"}  # fmt: skip
     sets = [a for s in SETS for a in ("--set", s)]
     cmd = [CLEF, "reproduce", "--preset", "cpu-tiny", "--dataset", "bp4d", "--fold", "1",
-           "--data-dir", str(data), *sets]  # fmt: skip
+           "--data-dir", str(data), "--probes", *sets]  # fmt: skip
     with log.open("w") as out:
         return subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -84,6 +85,9 @@ def test_two_reproductions_at_once_train_each_unit_once(data_dir: Path) -> None:
     assert len(reports) == 2, reports
     texts = [(r / "report.md").read_text() for r in reports]
     assert texts[0] == texts[1] and "bp4d: AU detection" in texts[0]
+    # --probes: the stage-1 checkpoint against a random init, a table and a plot in each
+    assert "linear probes" in texts[0] and "stage 1 (s1-bp4d-fold1)" in texts[0]
+    assert all((r / "probes" / "probes.png").is_file() for r in reports)
     results = [json.loads((r / "results.json").read_text())["runs"] for r in reports]
     units = [{u["unit"]: u for rows in runs.values() for u in rows} for runs in results]
     assert set(units[0]) == set(units[1]) == set(UNITS)
