@@ -216,22 +216,12 @@ class Predictor:
         `stride`: frames of one video taken every `stride` source frames, so a face found is
         followed from frame to frame as in preprocessing; None: unrelated images, each searched
         on its own. Faces are found on the predictor's device (MTCNN runs there too)."""
-        from preprocessing.align import face_transform, warp
-        from preprocessing.detect import DetectorConfig, FaceTracker
-
-        tracker = FaceTracker(DetectorConfig(device=str(self.device)), stride is not None)
-        size = 224  # as the shards were aligned (preprocessing default), then resized
         found_q: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         errors: list[BaseException] = []
 
         def produce() -> None:
             try:
-                for frame, d in tracker.track((f, f) for f in frames):
-                    crop = (
-                        None
-                        if d is None
-                        else warp(frame, face_transform(d.points, size), size)[..., ::-1]
-                    )
+                for d, crop in aligned_faces(frames, self.device, follow=stride is not None):
                     found_q.put((d, crop))
             except BaseException as err:  # re-raised in the caller, after the frames read so far
                 errors.append(err)
@@ -262,6 +252,26 @@ class Predictor:
                 yield FrameResult(False, 0.0, (0.0, 0.0, 0.0, 0.0), None, {})
             else:
                 yield FrameResult(True, d.score, d.box, d.points, next(scored))
+
+
+CROP_SIZE = 224  # faces are aligned at the shards' size (preprocessing default), then resized
+
+
+def aligned_faces(
+    frames: Iterable[np.ndarray], device: torch.device, follow: bool
+) -> Iterator[tuple[Any, np.ndarray | None]]:
+    """(detection or None, aligned RGB crop [224, 224, 3] or None) per BGR frame, in order: the
+    preprocessing detector and 5-point alignment, exactly as the shards were made. `follow`:
+    frames of one video (a face found is tracked); False: each frame searched on its own."""
+    from preprocessing.align import face_transform, warp
+    from preprocessing.detect import DetectorConfig, FaceTracker
+
+    tracker = FaceTracker(DetectorConfig(device=str(device)), follow)
+    for frame, d in tracker.track((f, f) for f in frames):
+        if d is None:
+            yield None, None
+        else:
+            yield d, warp(frame, face_transform(d.points, CROP_SIZE), CROP_SIZE)[..., ::-1]
 
 
 def default_batch_size(device: torch.device) -> int:
