@@ -9,40 +9,45 @@ import typer
 
 from flows.cli_train import DataDir, MlflowUri, Preset, Sets, _show_mlflow, console
 
+Datasets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dataset",
+        help="FER dataset: seen / unseen classes, and AUs -> its expressions (repeatable); "
+        "default: rafdb and ferplus.",
+    ),
+]
+AuDataset = Annotated[
+    str | None,
+    typer.Option(help="AU dataset trained on for AUs -> expressions; default: BP4D's."),
+]
+Seen = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--seen",
+        help="A seen expression (repeatable); default: happiness, sadness, surprise, anger.",
+    ),
+]
+Rows = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rows",
+        help="CLEF (stage 1, then stage 2) and/or FaRL (stage 2 only; repeatable); default: both.",
+    ),
+]
+Seeds = Annotated[
+    str | None,
+    typer.Option(help="Seeds, comma-separated (e.g. 0,1,2); default: the config's seed."),
+]
+
 
 def zeroshot(
     preset: Preset = "cpu-tiny",
-    datasets: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--dataset",
-            help="FER dataset: seen / unseen classes, and AUs -> its expressions (repeatable); "
-            "default: rafdb and ferplus.",
-        ),
-    ] = None,
-    au_dataset: Annotated[
-        str | None,
-        typer.Option(help="AU dataset trained on for AUs -> expressions; default: BP4D's."),
-    ] = None,
-    seen: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--seen",
-            help="A seen expression (repeatable); default: happiness, sadness, surprise, anger.",
-        ),
-    ] = None,
-    rows: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rows",
-            help="CLEF (stage 1, then stage 2) and/or FaRL (stage 2 only; repeatable); "
-            "default: both.",
-        ),
-    ] = None,
-    seeds: Annotated[
-        str | None,
-        typer.Option(help="Seeds, comma-separated (e.g. 0,1,2); default: the config's seed."),
-    ] = None,
+    datasets: Datasets = None,
+    au_dataset: AuDataset = None,
+    seen: Seen = None,
+    rows: Rows = None,
+    seeds: Seeds = None,
     sets: Sets = None,
     data_dir: DataDir = None,
     mlflow_uri: MlflowUri = None,
