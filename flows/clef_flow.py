@@ -43,7 +43,7 @@ from clef_core.method.config import (
 from clef_core.tracking.report import MAIN
 from clef_core.tracking.runbook import RunBook
 from clef_core.training.experiment import UnitResult, run_unit
-from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER, Unit, datasets_of, plan
+from clef_core.training.protocol import Unit, datasets_of, plan, zeroshot_datasets
 
 
 class ReproductionParams(BaseModel):
@@ -61,8 +61,9 @@ class ReproductionParams(BaseModel):
     # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
     # others from "farl" (else model.init_weights); a row without one trains from scratch.
     weights: dict[str, Path] = {}
-    # The zero-shot experiments too (clef_core.training.zeroshot: unseen RAF-DB expressions; BP4D AUs
-    # -> RAF-DB expressions), with the full method's config; their table goes in the report.
+    # The zero-shot experiments too (clef_core.training.zeroshot: unseen RAF-DB and FERPlus
+    # expressions; BP4D AUs -> their expressions; rows CLEF and FaRL), with the full method's
+    # config and its seed; their table goes in the report.
     zeroshot: bool = False
     # Linear probes of each fold's stage-1 image features against a random initialisation
     # (clef_core.training.probe: AUs, activity, identity); their table goes in the report.
@@ -202,22 +203,28 @@ def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBo
 
 
 def record_zeroshot(book: RunBook, results: list[Any], out: Path) -> Path:
-    """`out/zeroshot.md` and one MLflow run per zero-shot experiment (experiment
-    `<prefix>-zeroshot`, under the reproduction's parent run there); returns the markdown."""
-    from clef_core.tracking.report import zeroshot_table
+    """`out/zeroshot.md` (the table), `out/zeroshot.json` (the results, to merge runs) and one
+    MLflow run per zero-shot result (experiment, dataset, row, seed; experiment
+    `<prefix>-zeroshot`, under the reproduction's parent run there)."""
+    import json
+
+    from clef_core.tracking.zeroshot_report import zeroshot_table
 
     out.mkdir(parents=True, exist_ok=True)
     md = out / "zeroshot.md"
-    md.write_text("\n".join(zeroshot_table([r.as_dict() for r in results])) + "\n")
+    dicts = [r.as_dict() for r in results]
+    md.write_text("\n".join(zeroshot_table(dicts)) + "\n")
+    (out / "zeroshot.json").write_text(json.dumps(dicts, indent=1))
     for r in results:
-        run_id = book.child("zeroshot", r.experiment, {"clef.zeroshot": r.experiment})
+        name = f"{r.experiment} | {r.dataset} | {r.row} | seed {r.seed}"
+        tags = {"clef.zeroshot": r.experiment, "clef.dataset": r.dataset, "clef.row": r.row}
+        run_id = book.child("zeroshot", name, tags)
         tracker = book.tracker(run_id)
-        tracker.log_params({"trained_on": r.trained_on, "tested_on": r.tested_on})
-        numbers = {k: float(getattr(r, k)) for k in ("accuracy", "chance", "largest_class")}
-        numbers["frames"] = float(r.frames)
-        if r.auc_macro == r.auc_macro:  # not NaN
-            numbers["auc_macro"] = float(r.auc_macro)
-        tracker.log_metrics(numbers, step=0)
+        params = ("dataset", "row", "seed", "trained_on", "tested_on", "start")
+        tracker.log_params({k: str(getattr(r, k)) for k in params})
+        numbers = {k: float(v) for k, v in r.as_dict().items()
+                   if isinstance(v, float | int) and k != "seed" and v == v}  # fmt: skip
+        tracker.log_metrics(numbers, step=0)  # NaN (an undefined AUC) left out
         tracker.log_artifact(md)
         book.finish(run_id)
     book.close()
@@ -232,8 +239,8 @@ def zeroshot(cfg: ExperimentConfig, book: RunBook, out: Path) -> list[dict[str, 
     results = run_zeroshot(cfg)
     record_zeroshot(book, results, out)
     for r in results:
-        get_run_logger().info("zero-shot %s: accuracy %.3f (chance %.3f)", r.experiment,
-                              r.accuracy, r.chance)  # fmt: skip
+        get_run_logger().info("zero-shot %s, %s, %s: accuracy %.3f unseen, %.3f all",
+                              r.experiment, r.dataset, r.row, r.accuracy_unseen, r.accuracy_all)  # fmt: skip
     return [r.as_dict() for r in results]
 
 
@@ -320,7 +327,7 @@ def checked(
 def needed_datasets(params: ReproductionParams, plans: dict[str, list[Unit]]) -> set[str]:
     """The datasets the plans train on, and those the zero-shot experiments read."""
     needed = set().union(*(datasets_of(units) for units in plans.values()))
-    return needed | ({ZEROSHOT_AU, ZEROSHOT_FER} if params.zeroshot else set())
+    return needed | (zeroshot_datasets() if params.zeroshot else set())
 
 
 def _settle(futures: dict[str, PrefectFuture]) -> str | None:
@@ -488,7 +495,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
             zs = zeroshot.submit(
                 main, run_book(main, f"{reproduction}-zeroshot"),
                 main.data.data_dir / "reports" / reproduction,
-                wait_for=[shards[ZEROSHOT_AU], shards[ZEROSHOT_FER]],
+                wait_for=[shards[d] for d in sorted(zeroshot_datasets())],
             )  # fmt: skip
         probed = None
         if params.probes:

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from clef_core import __version__
 from clef_core.common.errors import ClefError
-from flows import cli_explain, cli_predict, cli_probe, cli_train
+from flows import cli_explain, cli_predict, cli_probe, cli_train, cli_zeroshot
 from flows.console import print_table, verbose_argument_first
 
 app = typer.Typer(
@@ -357,6 +357,7 @@ def submit(
 
 
 cli_train.register(app)
+cli_zeroshot.register(app)
 cli_predict.register(app)
 cli_probe.register(app)
 cli_explain.register(app)

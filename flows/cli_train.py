@@ -235,7 +235,7 @@ def reproduce(
     ] = None,
     zeroshot: Annotated[
         bool,
-        typer.Option(help="Also run the zero-shot experiments (needs bp4d and rafdb)."),
+        typer.Option(help="Also run the zero-shot experiments (bp4d, bp4d_plus, rafdb, ferplus)."),
     ] = False,
     probes: Annotated[
         bool,
@@ -343,58 +343,6 @@ def report(
     _show_report(rewrite(latest_report(data_dir.resolve() / "reports", reproduction)))
 
 
-def zeroshot(
-    preset: Preset = "cpu-tiny",
-    dataset: Annotated[
-        str | None,
-        typer.Option(help="Expression dataset: seen / unseen classes; default: RAF-DB's."),
-    ] = None,
-    au_dataset: Annotated[
-        str | None,
-        typer.Option(help="AU dataset trained on for AUs -> expressions; default: BP4D's."),
-    ] = None,
-    seen: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--seen",
-            help="A seen expression (repeatable); default: happiness, sadness, surprise, anger.",
-        ),
-    ] = None,
-    sets: Sets = None,
-    data_dir: DataDir = None,
-    mlflow_uri: MlflowUri = None,
-) -> None:
-    """Zero-shot: unseen expressions scored by their names, and AUs -> expressions."""
-    from rich.markdown import Markdown
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from clef_core.training.cache import verify_shards
-    from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FER
-    from clef_core.training.zeroshot import run_zeroshot, steps
-    from flows.clef_flow import record_zeroshot
-    from flows.train import new_reproduction_id, resolve_config, run_book, tracking_uri
-
-    dataset, au_dataset = dataset or ZEROSHOT_FER, au_dataset or ZEROSHOT_AU
-    cfg = resolve_config(preset, sets or [], data_dir, None, mlflow_uri)
-    for name in (dataset, au_dataset):  # every input there and readable before any work
-        verify_shards(cfg.data.shard_dir, name)
-    reproduction = new_reproduction_id()
-    per = steps(cfg)
-    with Progress(
-        TextColumn("[bold]zero-shot training"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console,
-    ) as progress:  # fmt: skip
-        bar = progress.add_task("zero-shot", total=2 * per if per else None)
-        results = run_zeroshot(
-            cfg, dataset, au_dataset, seen or None, lambda _s, _p: progress.advance(bar)
-        )
-    out = cfg.data.data_dir / "reports" / f"zeroshot-{reproduction}"
-    md = record_zeroshot(run_book(cfg, reproduction), results, out)
-    console.print(Markdown(md.read_text()))
-    console.print(f"{md}")
-    _show_mlflow(tracking_uri(cfg), cfg.tracking.experiment_prefix)
-
-
 def register(app: typer.Typer) -> None:
-    for command in (pretrain, finetune, evaluate, reproduce, report, zeroshot):
+    for command in (pretrain, finetune, evaluate, reproduce, report):
         app.command()(command)

@@ -25,6 +25,7 @@ from clef_core.common.errors import ConfigError
 from clef_core.method.checkpoint import label_space_of, read_meta
 from clef_core.method.config import ABLATION_WEIGHTS, ablation_name
 from clef_core.tracking import paper, plots
+from clef_core.tracking.zeroshot_report import zeroshot_table
 from clef_core.training.experiment import UnitResult, evaluation_artifacts, summarize
 from clef_core.training.protocol import AU_FOLDS, PAPER
 
@@ -232,30 +233,6 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
         *_table(header, detail),
         "",
         "Trivial: always present (AU F1) or the training split's majority class (accuracy).",
-    ]
-
-
-def zeroshot_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The zero-shot experiments (`clef_core.training.zeroshot`): accuracy on classes never trained
-    on, beside chance and the largest tested class's share."""
-    body = [
-        [r["experiment"], str(r["frames"]), _pct(r["accuracy"]), _pct(r["chance"]),
-         _pct(r["largest_class"]), _cell(r, "auc_macro", "auc_macro", auc=True)]
-        for r in rows
-    ]  # fmt: skip
-    lines = _table(["experiment", "frames", "accuracy", "chance", "largest", "AUC"], body)
-    lines.append("")
-    for r in rows:
-        lines.append(
-            f"{r['experiment']}: trained on {r['trained_on']}; tested on {r['tested_on']}."
-        )
-        lines.append("")
-    return lines + [
-        "Accuracy (%): arg-max over the tested classes' name features (\"a photo of a person "
-        'with {name}."), none of them trained on. Chance: 1 / tested classes. Largest: the '
-        "share of the most frequent tested class (the best constant answer; it uses the test "
-        "labels). AUC: macro one-vs-rest ROC-AUC. Ours: the paper reports no zero-shot figure; "
-        "stage 2 only, one seed, one split (clef_core/training/zeroshot.py).",
     ]
 
 

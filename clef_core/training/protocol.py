@@ -30,9 +30,9 @@ from clef_core.tracking.paper import MEANS
 # A view of the registry (clef_core.common.datasets): each AU dataset's number of folds (the
 # others have one train/test split).
 AU_FOLDS = {name: REGISTRY[name].folds for name in of_task("au")}
-# The zero-shot experiments' datasets (ours: DESIGN.md names the experiments, the paper gives
-# no figure): RAF-DB's expressions seen -> unseen, and BP4D's AUs -> RAF-DB's expressions.
-ZEROSHOT_FER, ZEROSHOT_AU = "rafdb", "bp4d"
+# The zero-shot experiments' datasets (the CLEF poster's; the paper gives no figure): RAF-DB's
+# and FERPlus's expressions seen -> unseen, and BP4D's AUs -> their expressions.
+ZEROSHOT_FERS, ZEROSHOT_AU = ("rafdb", "ferplus"), "bp4d"
 # The paper's results (mean F1 over AUs in %, FER accuracy in %): Tables 2-5, clef_core.tracking.paper.
 PAPER = MEANS
 
@@ -86,6 +86,24 @@ def stage2_unit(dataset: str, fold: int, pretrain: bool) -> Unit:
     else:
         init = Unit(1, source, fold if start.same_fold else None) if pretrain else None
     return Unit(2, dataset, fold, init)
+
+
+def stage1_of(dataset: str, fold: int = 1) -> Unit:
+    """The stage-1 unit the stage 2 of (`dataset`, `fold`) starts from, following a chain
+    through another dataset's stage 2 (DISFA: BP4D's) down to its stage 1."""
+    unit: Unit | None = stage2_unit(dataset, fold, True)
+    while unit is not None and unit.stage != 1:
+        unit = unit.init
+    if unit is None:
+        raise ClefError(f"{dataset}'s protocol has no stage 1 to start from")
+    return unit
+
+
+def zeroshot_datasets(
+    fers: tuple[str, ...] = ZEROSHOT_FERS, au_dataset: str = ZEROSHOT_AU
+) -> set[str]:
+    """Every dataset the zero-shot experiments read: theirs and their stage 1's."""
+    return {*fers, au_dataset} | {stage1_of(d).dataset for d in (*fers, au_dataset)}
 
 
 def plan(cfg: ExperimentConfig) -> list[Unit]:

@@ -108,8 +108,8 @@ OWN_FILES = (
     "preprocessing/synth/layouts/",
 )
 CHOICES = {
-    "clef_core/training/protocol.py": {"rafdb", "bp4d"},  # the zero-shot experiments' datasets
-    "clef_core/tracking/paper.py": {"bp4d", "rafdb"},  # Table 6's two columns
+    "clef_core/training/protocol.py": {"rafdb", "ferplus", "bp4d"},  # the zero-shot datasets
+    "clef_core/tracking/paper.py": {"bp4d", "rafdb", "ferplus"},  # Table 6; the poster
     "flows/serve.py": {"bp4d"},  # the smoke deployment trains on BP4D
     "preprocessing/synth/spec.py": {"videos"},  # the option `videos` (a count), not the layout
 }
