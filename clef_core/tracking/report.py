@@ -149,9 +149,8 @@ def _paper_row(name: str) -> int | None:
         canonical = ablation_name(name)
     except ConfigError:  # a name of an older report
         return None
-    method = ABLATION_WEIGHTS[canonical] if "-" in canonical else "CLEF"
-    comps = paper.components_of(canonical)
-    for i, row in enumerate(paper.TABLE6):
+    method, comps = paper.method_of(canonical), paper.components_of(canonical)
+    for i, row in enumerate((*paper.TABLE6, *paper.OURS_ROWS)):
         if row.method == method and row.components == comps:
             return i
     return None
@@ -185,14 +184,18 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
     datasets too, baselines, AUC)."""
     placed = {i: name for name in runs if (i := _paper_row(name)) is not None}
     rows = []
-    for i, row in enumerate(paper.TABLE6):
+    for i, row in enumerate((*paper.TABLE6, *paper.OURS_ROWS)):
         name = placed.get(i)
+        if i >= len(paper.TABLE6) and name is None:  # a row of ours, not run: left out
+            continue
         ours = runs.get(name, []) if name else []
         bp4d, rafdb = _ours(ours, paper.TABLE6_AU), _ours(ours, paper.TABLE6_FER)
         rows.append([
             row.method, *["x" if c in row.components else "" for c in paper.COMPONENTS],
-            f"{row.bp4d:.1f}", _cell(bp4d, "f1_mean", "f1_mean") if ours else "",
-            f"{row.rafdb:.2f}", _cell(rafdb, "accuracy", "accuracy") if ours else "",
+            "-" if row.bp4d is None else f"{row.bp4d:.1f}",
+            _cell(bp4d, "f1_mean", "f1_mean") if ours else "",
+            "-" if row.rafdb is None else f"{row.rafdb:.2f}",
+            _cell(rafdb, "accuracy", "accuracy") if ours else "",
             _weights_source(name, ours) if name and ours else "",
         ])  # fmt: skip
     header = [  # RAF: RAF-DB (the table fits 80 columns)
@@ -207,7 +210,10 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
         "from FaRL. Ours: our run of the row (`clef reproduce --ablation all`; rows named "
         "CLIP-I ... FaRL-I+N+D, PI ... PA+PI+N+D); from: the initial weights ours started "
         "from (CLIP, FaRL, or scratch: no weights file given; none can be downloaded here, "
-        "and from scratch a CLIP row and its FaRL row are the same training).",
+        "and from scratch a CLIP row and its FaRL row are the same training). SSL (ours, not "
+        "in the paper, so no paper figure; listed when run): stage 1 with instance pairing, "
+        "the self-supervised pairing of the paper's Figure 1a (positives: only the other view "
+        "of the same image), then the I or I+N+D head.",
         "",
     ]
     detail = []
