@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clef_core.common.datasets import REGISTRY
+from clef_core.common.errors import ConfigError
 
 # Tables 2-5 are typed into each dataset's record (clef_core.common.datasets); these are views.
 # CLEF's row of Table 2 (BP4D), Table 3 (DISFA) and Table 4 (BP4D+): AU id -> F1 (%).
@@ -96,3 +97,19 @@ def components_of(ablation: str) -> frozenset[str]:
     if ablation == "baseline":
         return frozenset({"I"})
     return frozenset({"I", *ablation.split("-")[-1].split("+")})
+
+
+def row_index(name: str) -> int | None:
+    """The index in (*TABLE6, *OURS_ROWS) of our row `name` (`clef_core.method.config.ABLATIONS`);
+    None for a name no row has (an older report's)."""
+    from clef_core.method.config import ablation_name
+
+    try:
+        canonical = ablation_name(name)
+    except ConfigError:
+        return None
+    method, comps = method_of(canonical), components_of(canonical)
+    for i, row in enumerate((*TABLE6, *OURS_ROWS)):
+        if row.method == method and row.components == comps:
+            return i
+    return None

@@ -143,19 +143,6 @@ def fer_table(by_dataset: dict[str, list[UnitResult]]) -> list[str]:
     ]
 
 
-def _paper_row(name: str) -> int | None:
-    """The index in the paper's Table 6 of our row `name` (`clef_core.method.config.ABLATIONS`)."""
-    try:
-        canonical = ablation_name(name)
-    except ConfigError:  # a name of an older report
-        return None
-    method, comps = paper.method_of(canonical), paper.components_of(canonical)
-    for i, row in enumerate((*paper.TABLE6, *paper.OURS_ROWS)):
-        if row.method == method and row.components == comps:
-            return i
-    return None
-
-
 def _weights_source(name: str, results: list[UnitResult]) -> str:
     """Where a row's models started: "scratch" when its config names no initial weights,
     else the source the row loads ("CLIP" or "FaRL": `config.ablation_init_weights`)."""
@@ -178,11 +165,9 @@ def _ours(results: list[UnitResult], dataset: str) -> dict[str, Any]:
     return summarize([r for r in results if r.stage == 2 and r.dataset == dataset])
 
 
-def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
-    """The paper's Table 6 row by row with its figures, ours beside the row of the same name
-    and the initial weights ours started from; then every run of ours in full (other
-    datasets too, baselines, AUC)."""
-    placed = {i: name for name in runs if (i := _paper_row(name)) is not None}
+def _table6_rows(runs: dict[str, list[UnitResult]]) -> list[list[str]]:
+    """The paper's rows with ours beside them, then the rows of ours it lacks (SSL), if run."""
+    placed = {i: name for name in runs if (i := paper.row_index(name)) is not None}
     rows = []
     for i, row in enumerate((*paper.TABLE6, *paper.OURS_ROWS)):
         name = placed.get(i)
@@ -198,6 +183,14 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
             _cell(rafdb, "accuracy", "accuracy") if ours else "",
             _weights_source(name, ours) if name and ours else "",
         ])  # fmt: skip
+    return rows
+
+
+def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
+    """The paper's Table 6 row by row with its figures, ours beside the row of the same name
+    and the initial weights ours started from; then every run of ours in full (other
+    datasets too, baselines, AUC)."""
+    rows = _table6_rows(runs)
     header = [  # RAF: RAF-DB (the table fits 80 columns)
         "method", *paper.COMPONENTS, "BP4D paper", "BP4D ours", "RAF paper", "RAF ours", "from",
     ]  # fmt: skip
