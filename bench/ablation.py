@@ -45,6 +45,8 @@ def describe(row: str) -> tuple[str, str]:
 
     comps = paper.components_of(row)
     stage1 = "L_II + L_IA" if "PA" in comps else "L_II" if "PI" in comps else "-"
+    if "SSL" in comps:  # ours: stage 1 with instance pairing (the paper's Figure 1a)
+        stage1 = "L_II, instance pairing"
     head = "names + descriptions" if "D" in comps else "names" if "N" in comps else "linear"
     return stage1, head
 

@@ -56,7 +56,8 @@ class ReproductionParams(BaseModel):
     datasets: list[str] | None = None  # protocols to run; None = the preset's protocol.datasets
     folds: list[int] | None = None  # fold numbers from 1; None = the preset's protocol.folds
     # Table 6 rows besides the full method (PA+PI+N+D), by name (CLIP-I ... FaRL-I+N+D, PI,
-    # PA+PI, PI+N, PA+PI+N, PI+N+D) or "all"; `clef_core.method.config.ABLATIONS`.
+    # PA+PI, PI+N, PA+PI+N, PI+N+D; ours: SSL, SSL+N+D, stage 1 with instance pairing) or
+    # "all"; `clef_core.method.config.ABLATIONS`.
     ablations: list[str] = []
     # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
     # others from "farl" (else model.init_weights); a row without one trains from scratch.

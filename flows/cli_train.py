@@ -222,7 +222,7 @@ def reproduce(
             "--ablation",
             help="Table 6 row besides the full method (repeatable), or 'all': CLIP-I, "
             "CLIP-I+N, CLIP-I+N+D, FaRL-I, FaRL-I+N, FaRL-I+N+D, PI, PA+PI, PI+N, PA+PI+N, "
-            "PI+N+D.",
+            "PI+N+D; ours: SSL, SSL+N+D (stage 1 with instance pairing).",
         ),
     ] = None,
     weights: Annotated[

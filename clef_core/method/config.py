@@ -199,6 +199,13 @@ class Stage2Config(_Frozen):
     # As stage 1's: batches per epoch, passing over the data again when needed.
     steps_per_epoch: int | None = Field(None, ge=1)
     eval_every_epoch: bool = False  # held-out metrics after every epoch, not just the last
+    # Ours (label efficiency; the paper trains on every label): the fraction of the TRAINING
+    # SUBJECTS whose AU/expression labels stage 2 keeps (rounded up, at least one subject),
+    # chosen with label_seed; the other training subjects' rows are dropped from stage 2 (their
+    # frames may still be in stage 1, which reads no AU labels). A fraction of subjects, not of
+    # frames: a subject's frames are near-duplicates, so only fewer subjects make labels scarce.
+    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    label_seed: int = Field(0, ge=0)  # ours: which subjects a fraction keeps
 
     def lr_for(self, dataset: str) -> float:
         if dataset not in self.lr:
@@ -406,11 +413,12 @@ def read_config(path: Path) -> ExperimentConfig:
 # D = L_DN on the descriptions. The image encoder I is in every row. Each switch changes a
 # loss weight or the head, never a separate code path. The CLIP and FaRL rows are the same
 # training (no stage 1) from different initial weights (`ABLATION_WEIGHTS`); the CLEF rows
-# start from FaRL, as the paper's do.
+# start from FaRL, as the paper's do. SSL (ours) = stage 1 with instance pairing.
 _NO_STAGE1 = ("stage1.epochs=0",)
 _NO_PA = ("stage1.weight_image_activity=0",)
 _NO_N = ("stage2.head=linear", "stage2.weight_dn=0")
 _NO_D = ("stage2.weight_dn=0",)
+_SSL = ("stage1.pairing=instance", *_NO_PA)
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "CLIP-I": (*_NO_STAGE1, *_NO_N),
     "CLIP-I+N": (*_NO_STAGE1, *_NO_D),
@@ -424,6 +432,10 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "PA+PI+N": _NO_D,
     "PI+N+D": _NO_PA,
     "PA+PI+N+D": (),  # the full method
+    # Ours, no paper figure: stage 1 with instance pairing (the paper's Figure 1a, SimCLR's
+    # positives: only the other view of the same image), beside PI and PI+N+D.
+    "SSL": (*_SSL, *_NO_N),
+    "SSL+N+D": _SSL,
 }
 # Whose weights each row starts from in the paper: its CLIP rows from OpenAI's CLIP, the rest
 # from FaRL ("Model parameters are loaded from FaRL"). No weights file: from scratch.

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clef_core.common.datasets import REGISTRY
+from clef_core.common.errors import ConfigError
 
 # Tables 2-5 are typed into each dataset's record (clef_core.common.datasets); these are views.
 # CLEF's row of Table 2 (BP4D), Table 3 (DISFA) and Table 4 (BP4D+): AU id -> F1 (%).
@@ -39,21 +40,22 @@ TABLE6_AU, TABLE6_FER = "bp4d", "rafdb"
 
 @dataclass(frozen=True)
 class Table6Row:
-    method: str  # "CLIP", "FaRL" (their weights, no stage 1) or "CLEF" (stage 1 from FaRL)
-    components: frozenset[str]  # of PA, PI, I, N, D
-    bp4d: float  # mean F1 (%)
-    rafdb: float  # accuracy (%)
+    # "CLIP", "FaRL" (their weights, no stage 1), "CLEF" (stage 1 from FaRL) or, ours, "SSL"
+    method: str
+    components: frozenset[str]  # of PA, PI, I, N, D (and, ours, SSL)
+    bp4d: float | None  # mean F1 (%); None: a row of ours, no paper figure
+    rafdb: float | None  # accuracy (%); None as bp4d
 
     @property
     def name(self) -> str:
         """The row's components in the paper's column order, e.g. "PA+PI+I+N+D"."""
-        return "+".join(c for c in COMPONENTS if c in self.components)
+        return "+".join(c for c in ("SSL", *COMPONENTS) if c in self.components)
 
 
 COMPONENTS = ("PA", "PI", "I", "N", "D")
 
 
-def _row(method: str, components: str, bp4d: float, rafdb: float) -> Table6Row:
+def _row(method: str, components: str, bp4d: float | None, rafdb: float | None) -> Table6Row:
     return Table6Row(method, frozenset(components.split("+")), bp4d, rafdb)
 
 
@@ -71,6 +73,23 @@ TABLE6: tuple[Table6Row, ...] = (
     _row("CLEF", "PI+I+N+D", 64.8, 89.44),
     _row("CLEF", "PA+PI+I+N+D", 65.9, 90.09),
 )
+
+
+# Ours, beside Table 6 and not in the paper (no figures): stage 1 with instance pairing, the
+# self-supervised pairing of the paper's Figure 1a (`clef_core.method.config.ABLATIONS`: SSL,
+# SSL+N+D), beside PI and PI+N+D at the same steps, data and initialisation.
+OURS_ROWS: tuple[Table6Row, ...] = (
+    _row("SSL", "SSL+I", None, None),
+    _row("SSL", "SSL+I+N+D", None, None),
+)
+
+
+def method_of(ablation: str) -> str:
+    """The method column of a row of ours: "CLIP"/"FaRL" (no stage 1, by its weights), "SSL"
+    (stage 1 with instance pairing, ours) or "CLEF" (stage 1 with the paper's pairing)."""
+    if "-" in ablation:
+        return ablation.split("-")[0]
+    return "SSL" if "SSL" in components_of(ablation) else "CLEF"
 
 
 def components_of(ablation: str) -> frozenset[str]:
@@ -97,3 +116,19 @@ POSTER_ZEROSHOT: dict[tuple[str, str, str], float] = {
     (ZS_AU_TO_FER, "ferplus", "CLEF"): 24.90,
     (ZS_AU_TO_FER, "ferplus", "FaRL"): 21.20,
 }
+
+
+def row_index(name: str) -> int | None:
+    """The index in (*TABLE6, *OURS_ROWS) of our row `name` (`clef_core.method.config.ABLATIONS`);
+    None for a name no row has (an older report's)."""
+    from clef_core.method.config import ablation_name
+
+    try:
+        canonical = ablation_name(name)
+    except ConfigError:
+        return None
+    method, comps = method_of(canonical), components_of(canonical)
+    for i, row in enumerate((*TABLE6, *OURS_ROWS)):
+        if row.method == method and row.components == comps:
+            return i
+    return None

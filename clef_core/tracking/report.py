@@ -144,20 +144,6 @@ def fer_table(by_dataset: dict[str, list[UnitResult]]) -> list[str]:
     ]
 
 
-def _paper_row(name: str) -> int | None:
-    """The index in the paper's Table 6 of our row `name` (`clef_core.method.config.ABLATIONS`)."""
-    try:
-        canonical = ablation_name(name)
-    except ConfigError:  # a name of an older report
-        return None
-    method = ABLATION_WEIGHTS[canonical] if "-" in canonical else "CLEF"
-    comps = paper.components_of(canonical)
-    for i, row in enumerate(paper.TABLE6):
-        if row.method == method and row.components == comps:
-            return i
-    return None
-
-
 def _weights_source(name: str, results: list[UnitResult]) -> str:
     """Where a row's models started: "scratch" when its config names no initial weights,
     else the source the row loads ("CLIP" or "FaRL": `config.ablation_init_weights`)."""
@@ -180,22 +166,32 @@ def _ours(results: list[UnitResult], dataset: str) -> dict[str, Any]:
     return summarize([r for r in results if r.stage == 2 and r.dataset == dataset])
 
 
-def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
-    """The paper's Table 6 row by row with its figures, ours beside the row of the same name
-    and the initial weights ours started from; then every run of ours in full (other
-    datasets too, baselines, AUC)."""
-    placed = {i: name for name in runs if (i := _paper_row(name)) is not None}
+def _table6_rows(runs: dict[str, list[UnitResult]]) -> list[list[str]]:
+    """The paper's rows with ours beside them, then the rows of ours it lacks (SSL), if run."""
+    placed = {i: name for name in runs if (i := paper.row_index(name)) is not None}
     rows = []
-    for i, row in enumerate(paper.TABLE6):
+    for i, row in enumerate((*paper.TABLE6, *paper.OURS_ROWS)):
         name = placed.get(i)
+        if i >= len(paper.TABLE6) and name is None:  # a row of ours, not run: left out
+            continue
         ours = runs.get(name, []) if name else []
         bp4d, rafdb = _ours(ours, paper.TABLE6_AU), _ours(ours, paper.TABLE6_FER)
         rows.append([
             row.method, *["x" if c in row.components else "" for c in paper.COMPONENTS],
-            f"{row.bp4d:.1f}", _cell(bp4d, "f1_mean", "f1_mean") if ours else "",
-            f"{row.rafdb:.2f}", _cell(rafdb, "accuracy", "accuracy") if ours else "",
+            "-" if row.bp4d is None else f"{row.bp4d:.1f}",
+            _cell(bp4d, "f1_mean", "f1_mean") if ours else "",
+            "-" if row.rafdb is None else f"{row.rafdb:.2f}",
+            _cell(rafdb, "accuracy", "accuracy") if ours else "",
             _weights_source(name, ours) if name and ours else "",
         ])  # fmt: skip
+    return rows
+
+
+def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
+    """The paper's Table 6 row by row with its figures, ours beside the row of the same name
+    and the initial weights ours started from; then every run of ours in full (other
+    datasets too, baselines, AUC)."""
+    rows = _table6_rows(runs)
     header = [  # RAF: RAF-DB (the table fits 80 columns)
         "method", *paper.COMPONENTS, "BP4D paper", "BP4D ours", "RAF paper", "RAF ours", "from",
     ]  # fmt: skip
@@ -208,7 +204,10 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
         "from FaRL. Ours: our run of the row (`clef reproduce --ablation all`; rows named "
         "CLIP-I ... FaRL-I+N+D, PI ... PA+PI+N+D); from: the initial weights ours started "
         "from (CLIP, FaRL, or scratch: no weights file given; none can be downloaded here, "
-        "and from scratch a CLIP row and its FaRL row are the same training).",
+        "and from scratch a CLIP row and its FaRL row are the same training). SSL (ours, not "
+        "in the paper, so no paper figure; listed when run): stage 1 with instance pairing, "
+        "the self-supervised pairing of the paper's Figure 1a (positives: only the other view "
+        "of the same image), then the I or I+N+D head.",
         "",
     ]
     detail = []

@@ -176,17 +176,14 @@ def decoded_arrays(shard_dir: Where, dataset: str, side: int) -> dict[str, np.nd
     return arrays
 
 
-def cached_split(
+def split_mask(
     arrays: dict[str, np.ndarray],
     parts: Sequence[int] | None = None,
     labels: str | None = None,
-    activity_index: dict[str, int] | None = None,
     limit: dict[str, int] | None = None,
-    shuffle_seed: int | None = None,
-) -> dict[str, np.ndarray]:
-    """The rows `load_split` + `decode_batch` would give, from the decoded arrays: same
-    filters, same stage-1 sample (`limit`); rows in a seeded random order when asked
-    (sequences are stored in frame order), columns as `decode_batch` names them."""
+    subjects: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Which rows of the decoded arrays a split keeps (bool [N]): `data.keep_rows`' filters."""
     mask = np.ones(len(arrays["part"]), bool)
     if parts is not None:
         mask &= np.isin(arrays["part"], np.asarray(parts, np.int8))
@@ -197,7 +194,25 @@ def cached_split(
     if limit is not None:
         bound = np.array([limit.get(t, -1) if t else -1 for t in arrays["task"]], np.int64)
         mask &= arrays["row"] <= bound
-    rows = np.flatnonzero(mask)
+    if subjects is not None:
+        mask &= np.isin(arrays["subject"], np.asarray(subjects, str))
+    return mask
+
+
+def cached_split(
+    arrays: dict[str, np.ndarray],
+    parts: Sequence[int] | None = None,
+    labels: str | None = None,
+    activity_index: dict[str, int] | None = None,
+    limit: dict[str, int] | None = None,
+    shuffle_seed: int | None = None,
+    subjects: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The rows `load_split` + `decode_batch` would give, from the decoded arrays: same
+    filters, same stage-1 sample (`limit`), same subjects (`subjects`: stage 2's label
+    fraction); rows in a seeded random order when asked (sequences are stored in frame order),
+    columns as `decode_batch` names them."""
+    rows = np.flatnonzero(split_mask(arrays, parts, labels, limit, subjects))
     if shuffle_seed is not None:
         rows = np.random.default_rng(shuffle_seed).permutation(rows)
     out = {

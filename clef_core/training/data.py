@@ -28,10 +28,12 @@ def keep_rows(
     parts: Sequence[int] | None,
     labels: str | None,
     limit: dict[str, int] | None = None,
+    subjects: Sequence[str] | None = None,
 ) -> pa.Table:
     """Rows of the wanted parts; with labels="au"/"expression", rows with a known label; with
     `limit` (task -> largest row key, `selection.Stage1Rows`), the stage-1 sample of each
-    activity: rows whose `cache.row_key` is at most their task's limit."""
+    activity: rows whose `cache.row_key` is at most their task's limit; with `subjects`
+    (stage 2's label fraction, `stages.label_subjects`), only those subjects' rows."""
     mask = pc.is_in(table["part"], pa.array(parts, pa.int8())) if parts is not None else None
     if labels == "au":  # at least one AU known (not -1)
         label_mask = pa.array([any(v >= 0 for v in a) for a in table["au"].to_pylist()])
@@ -45,6 +47,9 @@ def keep_rows(
         bound = np.array([limit.get(t, -1) if t else -1 for t in tasks], np.int64)
         sample_mask = pa.array(keys <= bound)
         mask = sample_mask if mask is None else pc.and_(mask, sample_mask)
+    if subjects is not None:
+        subject_mask = pc.is_in(table["subject"], pa.array(list(subjects), pa.string()))
+        mask = subject_mask if mask is None else pc.and_(mask, subject_mask)
     return table if mask is None else table.filter(mask)
 
 
@@ -55,6 +60,7 @@ def load_split(
     labels: str | None = None,
     shuffle_seed: int | None = None,
     limit: dict[str, int] | None = None,
+    subjects: Sequence[str] | None = None,
 ) -> ray.data.Dataset:
     """A lazy Ray Dataset of one dataset's rows in `parts` (all when None), filtered as
     `keep_rows` says; given a seed, its files are read in a new (seeded) random order on every
@@ -69,7 +75,7 @@ def load_split(
     return ds.map_batches(
         keep_rows,
         batch_format="pyarrow",
-        fn_kwargs={"parts": parts, "labels": labels, "limit": limit},
+        fn_kwargs={"parts": parts, "labels": labels, "limit": limit, "subjects": subjects},
     )
 
 

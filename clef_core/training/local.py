@@ -70,7 +70,9 @@ def run_local_stage(
     plan = plan_stage(cfg, StageJob(stage, (dataset,), train_parts, test_parts), arrays, space)
     run = Stage(cfg, plan)
     (split,) = plan.train
-    train = cached_split(arrays, split.parts, split.labels, plan.activity_index, split.limit)
+    train = cached_split(
+        arrays, split.parts, split.labels, plan.activity_index, split.limit, None, split.subjects
+    )
     torch.manual_seed(cfg.seed)
     model = run.build_model()
     if init is not None:  # like load_weights(strict=False): every matching weight

@@ -120,9 +120,13 @@ def _datasets(cfg: ExperimentConfig, plan: StagePlan) -> dict[str, ray.data.Data
         if cfg.compute.cache_decoded:
             arrays = decoded_arrays(shard_dir, split.dataset, side)
             return in_memory(
-                cached_split(arrays, split.parts, split.labels, index, split.limit, seed)
+                cached_split(
+                    arrays, split.parts, split.labels, index, split.limit, seed, split.subjects
+                )
             )
-        rows = load_split(shard_dir, split.dataset, split.parts, split.labels, seed, split.limit)
+        rows = load_split(
+            shard_dir, split.dataset, split.parts, split.labels, seed, split.limit, split.subjects
+        )
         return model_inputs(
             rows, side, index, cfg.compute.data_cpus, cfg.compute.decode_concurrency
         )

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from clef_core.method.steps import (
     warmup_cosine,
 )
 from clef_core.method.weights import au_pos_weights, expression_weights
-from clef_core.training.cache import cached_split, read_table, shard_files
+from clef_core.training.cache import read_table, shard_files, split_mask
 from clef_core.training.data import keep_rows
 from clef_core.training.selection import select_stage1, stage1_rows
 
@@ -65,6 +66,8 @@ class Split:
     parts: tuple[int, ...] | None  # fold parts (None = all)
     labels: str | None  # "au" / "expression": only rows with a known label
     limit: dict[str, int] | None = None  # stage 1: task -> largest row key (selection)
+    # stage 2: the subjects whose labels are kept (`label_subjects`); None = every subject
+    subjects: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,12 +115,29 @@ def _class_weights(values: np.ndarray, space: LabelSpace) -> tuple[float, ...]:
     return tuple(expression_weights(values, space.n).tolist())
 
 
-def _shard_labels(shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, column: str):  # type: ignore[no-untyped-def]
-    """The label column of the training rows, read straight from the shards (no images, no
-    Ray job: milliseconds)."""
-    tables = [read_table(f, ["part", column]) for f in shard_files(shard_dir, dataset)]
+def _shard_labels(
+    shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, column: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The subject and label columns of the labelled training rows, read straight from the
+    shards (no images, no Ray job: milliseconds)."""
+    tables = [read_table(f, ["part", "subject", column]) for f in shard_files(shard_dir, dataset)]
     rows = keep_rows(pa.concat_tables(tables), parts, column)
-    return np.array(rows[column].to_pylist())
+    return np.asarray(rows["subject"].to_pylist(), str), np.array(rows[column].to_pylist())
+
+
+def label_subjects(subjects: Sequence[str], fraction: float, seed: int) -> tuple[str, ...]:
+    """Ours (`stage2.label_fraction`): the training subjects whose labels stage 2 keeps, a
+    `fraction` of the distinct `subjects` rounded up (at least one), drawn with `seed` from
+    them in sorted order, so the same subjects whichever path (shards or decoded cache) and
+    row order listed them. Sorted."""
+    if not 0 < fraction <= 1:
+        raise ClefError(f"stage2.label_fraction must be in (0, 1], got {fraction}")
+    pool = sorted(set(subjects))
+    if not pool:
+        raise ClefError("stage2.label_fraction: the training split has no labelled subjects")
+    n = max(1, math.ceil(fraction * len(pool) - 1e-9))  # 0.1 x 30 = 3, not 4 (float error)
+    picked = np.random.default_rng(seed).choice(len(pool), n, replace=False)
+    return tuple(sorted(pool[i] for i in picked))
 
 
 def plan_stage(
@@ -152,12 +172,21 @@ def plan_stage(
     space = space or label_space_of(shard_dir, dataset)
     column = _label_column(space)
     if arrays is not None:
-        values = cached_split(arrays, job.train_parts, column)[column]
+        mask = split_mask(arrays, job.train_parts, column)
+        # arrays made in code (tests) may have no subjects: only a label fraction needs them
+        who = arrays["subject"][mask] if "subject" in arrays else None
+        values = arrays[column][mask]
     else:
-        values = _shard_labels(shard_dir, dataset, job.train_parts, column)
+        who, values = _shard_labels(shard_dir, dataset, job.train_parts, column)
+    keep = None
+    if cfg.stage2.label_fraction < 1:  # fewer labelled subjects; weights from the kept rows
+        if who is None:
+            raise ClefError("stage2.label_fraction < 1 needs the rows' subject column")
+        keep = label_subjects(who, cfg.stage2.label_fraction, cfg.stage2.label_seed)
+        values = values[np.isin(who, keep)]
     return StagePlan(
         2,
-        (Split(dataset, job.train_parts, column),),
+        (Split(dataset, job.train_parts, column, subjects=keep),),
         len(values),
         test=Split(dataset, job.test_parts, column),
         space=space,

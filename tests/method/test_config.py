@@ -97,6 +97,11 @@ def test_ablations_switch_losses_through_weights() -> None:
     no_pa = load_config("cpu-tiny", ablation_overrides("PI+N+D"))
     assert no_pa.stage1.weight_image_activity == 0 and no_pa.stage1.weight_image_image == 1
     assert load_config("cpu-tiny", ablation_overrides("PA+PI+N+D")) == load_config("cpu-tiny")
-    assert list(ABLATIONS)[-1] == "PA+PI+N+D"
+    assert list(ABLATIONS)[-3:] == ["PA+PI+N+D", "SSL", "SSL+N+D"]  # ours after the paper's
+    # Ours: stage 1 with instance pairing, no activity text (its validator would refuse one).
+    for name, head in (("SSL", "linear"), ("SSL+N+D", "names")):
+        ssl = load_config("cpu-tiny", ablation_overrides(name))
+        assert ssl.stage1.pairing == "instance" and ssl.stage1.epochs > 0, name
+        assert ssl.stage1.weight_image_activity == 0 and ssl.stage2.head == head, name
     with pytest.raises(ConfigError, match="unknown ablation 'X'"):
         ablation_overrides("X")

@@ -31,6 +31,10 @@ def test_table6_full_method_is_tables_2_and_5_and_rows_are_distinct() -> None:
     assert len({(r.method, r.components) for r in paper.TABLE6}) == 12
     assert paper.components_of("PA+PI+N+D") == full.components
     assert paper.components_of("baseline") == frozenset({"I"})
+    # Ours, not the paper's: the instance-pairing rows, their method SSL.
+    assert paper.method_of("SSL+N+D") == "SSL" and paper.method_of("FaRL-I") == "FaRL"
+    assert paper.method_of("PI+N+D") == "CLEF"
+    assert [r.name for r in paper.OURS_ROWS] == ["SSL+I", "SSL+I+N+D"]
 
 
 def test_protocol_quotes_the_same_means() -> None:

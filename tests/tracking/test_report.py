@@ -124,19 +124,21 @@ def test_table6_holds_every_row_of_ours_by_name_with_its_initial_weights(
     runs["FaRL-I+N"] = [_unit(tmp_path, "bp4d", 1, BP4D, 21, "/w/weights.pt")]
     md = write_report(runs, tmp_path / "out", synthetic=True).read_text()
     rows = _rows(md, "method")
-    assert len(rows) == len(paper.TABLE6) == len(ABLATIONS) == 12
-    for row, name, theirs in zip(rows, ABLATIONS, paper.TABLE6, strict=True):
+    assert len(paper.TABLE6) == 12 and len(rows) == len(ABLATIONS) == 12 + len(paper.OURS_ROWS)
+    for row, name, theirs in zip(rows, ABLATIONS, (*paper.TABLE6, *paper.OURS_ROWS), strict=True):
         mean = runs[name][0].metrics["f1_mean"]
         assert row[0] == theirs.method and row[7] == f"{100 * mean:.1f}"  # ours beside theirs
         ticks = {c for c, cell in zip(paper.COMPONENTS, row[1:6], strict=True) if cell}
-        assert ticks == theirs.components == paper.components_of(name)
+        assert ticks == theirs.components - {"SSL"} == paper.components_of(name) - {"SSL"}
+    # Ours (SSL, SSL+N+D): no paper figure, after the paper's rows.
+    assert [(r[0], r[6], r[8]) for r in rows[12:]] == [("SSL", "-", "-")] * 2
     assert [r[10] for r in rows] == [
         "scratch",
         "CLIP",
         "scratch",
         "scratch",
         "FaRL",
-        *["scratch"] * 7,
+        *["scratch"] * 9,
     ]
     console = Console(width=80, record=True, file=io.StringIO())
     console.print(Markdown(md))

@@ -22,18 +22,22 @@ def _params(tmp: Path, **kw: object) -> ReproductionParams:
 
 
 def test_every_paper_row_has_one_name_and_all_names_them(tmp_path: Path) -> None:
-    named = {(n.split("-")[0] if "-" in n else "CLEF", paper.components_of(n)) for n in ABLATIONS}
-    assert named == {(r.method, r.components) for r in paper.TABLE6}
+    named = {(paper.method_of(n), paper.components_of(n)) for n in ABLATIONS}
+    ours = {(r.method, r.components) for r in paper.OURS_ROWS}  # SSL, SSL+N+D: no paper figure
+    assert named == {(r.method, r.components) for r in paper.TABLE6} | ours and len(ours) == 2
+    assert all(r.bp4d is None and r.rafdb is None for r in paper.OURS_ROWS)
     assert ablation_names(["all"]) == list(ABLATIONS)
+    assert ablation_names(["SSL+N+D", "PI"]) == ["PI", "SSL+N+D"]
     assert ablation_names(["N+D", "baseline", "PA+PI+N"]) == ["FaRL-I", "FaRL-I+N+D", "PA+PI+N"]
     cfgs, plans, _ = checked(_params(tmp_path, ablations=["all"]))
     assert list(cfgs) == ["PA+PI+N+D", *(n for n in ABLATIONS if n != "PA+PI+N+D")]
     for name, cfg in cfgs.items():
         comps = paper.components_of(name)
         stages = {u.stage for u in plans[name]}
-        assert (1 in stages) == (cfg.stage1.epochs > 0) == ("PI" in comps), name
+        assert (1 in stages) == (cfg.stage1.epochs > 0) == bool({"PI", "SSL"} & comps), name
         pa = cfg.stage1.epochs > 0 and cfg.stage1.weight_image_activity > 0
         assert pa == ("PA" in comps), name
+        assert (cfg.stage1.pairing == "instance") == ("SSL" in comps), name
         assert (cfg.stage2.head == "names") == ("N" in comps), name
         assert (cfg.stage2.weight_dn > 0) == ("D" in comps), name
         assert cfg.model.init_weights is None  # no weights given: every row from scratch

@@ -1,0 +1,332 @@
+"""Benchmark: label efficiency on the synthetic BP4D, fold 1, with the cpu-tiny model.
+
+Issue #28's question: does stage 1 (no AU labels) help most when AU labels are scarce? Rows:
+PA+PI+N+D (stage 1, then stage 2) and FaRL-I+N+D (stage 2 only), each with a fraction of the
+training subjects' AU labels (`stage2.label_fraction`, ours: a fraction of the SUBJECTS, the
+rest of the training subjects' rows dropped from stage 2; default 0.1, 0.25, 1.0) and several
+seeds (the seed also draws which subjects: `stage2.label_seed` = seed). cpu-tiny has no initial
+weights, so both rows start from scratch, the same initialisation.
+
+Parity (ours): the row without stage 1 trains stage 2 for the full method's stage-2 steps plus
+its stage-1 steps, so both rows take the same total optimiser steps and neither wins by
+training longer. Stage 1 is trained once per seed (it reads no AU labels, so the fraction
+does not touch it) on what the protocol's BP4D stage 1 reads: the coded frames of the training
+parts (`clef_core.training.selection`), and its model starts every fraction's stage 2.
+
+In-process (`clef_core.training.local.run_local_stage`, as bench/ablation.py, whose helpers
+this reuses); scored on the held-out part: mean AU F1 at 0.5, mean per-AU ROC-AUC, and the F1
+of predicting every AU present. Written to MLflow (one parent run, a nested run per row,
+fraction and seed) and to `<out>/label_efficiency.md`, `.json` and `.png`.
+
+    .venv/bin/python bench/label_efficiency.py [--data-dir data] [--seeds 0 1 2] \
+        [--fractions 0.1 0.25 1] [--set stage2.steps_per_epoch=300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ablation.py's helpers
+
+from ablation import _pm, ensure_shards, mean_sd
+
+ROWS = ("PA+PI+N+D", "FaRL-I+N+D")  # with stage 1 first: its steps set the other's
+METRICS = ("f1", "auc", "always_f1")
+
+
+def _fraction(text: str) -> float:
+    """--fractions' type: a float in (0, 1], or argparse's one-line error."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a label fraction is in (0, 1], got {text}")
+    return value
+
+
+class Bench:
+    """One seed's runs: the shared data, stage 1 once, then each row at each fraction."""
+
+    def __init__(self, data_dir: Path, sets: list[str], fold: int):
+        from clef_core.training.cache import decoded_arrays, source_size
+        from clef_core.training.stages import label_space_of
+
+        self.data_dir, self.sets = data_dir, sets
+        self.train = tuple(p for p in range(3) if p != fold - 1)
+        self.test = (fold - 1,)
+        cfg = self.config("PA+PI+N+D", 0, 1.0)
+        side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
+        self.arrays = decoded_arrays(cfg.data.shard_dir, "bp4d", side)  # once for every run
+        self.space = label_space_of(cfg.data.shard_dir, "bp4d")
+        self.stage1: Any = None  # the seed's stage-1 model
+        self.stage1_steps = 0
+
+    def config(self, row: str, seed: int, fraction: float, extra: tuple[str, ...] = ()) -> Any:
+        """The row's config at this seed and label fraction (the seed also picks the subjects)."""
+        from clef_core.method.config import ablation_overrides, load_config
+
+        overrides = [
+            *ablation_overrides(row), f"seed={seed}", f"data.data_dir={self.data_dir}",
+            f"stage2.label_fraction={fraction}", f"stage2.label_seed={seed}",
+        ]  # fmt: skip
+        return load_config("cpu-tiny", [*overrides, *self.sets, *extra])
+
+    def pretrain(self, seed: int) -> float:
+        """Stage 1 of the full method with this seed (no AU labels: one for every fraction)."""
+        from clef_core.training.local import run_local_stage
+
+        t0 = time.perf_counter()
+        cfg = self.config("PA+PI+N+D", seed, 1.0)
+        s1 = run_local_stage(cfg, 1, "bp4d", self.train, arrays=self.arrays)
+        self.stage1, self.stage1_steps = s1.model, len(s1.losses)
+        return time.perf_counter() - t0
+
+    def finetune(self, row: str, seed: int, fraction: float, steps: int | None) -> dict[str, Any]:
+        """Stage 2 of `row`; `steps`: its total stage-2 steps (parity), None = the config's."""
+        import math
+
+        from clef_core.training.local import heldout_scores, run_local_stage
+        from clef_core.training.stages import StageJob, plan_stage
+
+        cfg = self.config(row, seed, fraction)
+        if steps is not None:
+            per_epoch = math.ceil(steps / cfg.stage2.epochs)
+            cfg = self.config(row, seed, fraction, (f"stage2.steps_per_epoch={per_epoch}",))
+        job = StageJob(2, ("bp4d",), self.train, self.test)
+        plan = plan_stage(cfg, job, self.arrays, self.space)
+        init = self.stage1 if cfg.stage1.epochs > 0 else None
+        t0 = time.perf_counter()
+        result = run_local_stage(
+            cfg, 2, "bp4d", self.train, self.test, init, arrays=self.arrays, space=self.space
+        )
+        assert result.predictions is not None
+        scores: dict[str, Any] = dict(heldout_scores(result.predictions))
+        stage1 = self.stage1_steps if init is not None else 0
+        scores |= {
+            "seconds": time.perf_counter() - t0, "stage2_steps": len(result.losses),
+            "stage1_steps": stage1, "total_steps": stage1 + len(result.losses),
+            "rows": plan.rows, "subjects": list(plan.train[0].subjects or []),
+        }  # fmt: skip
+        return scores
+
+
+def summarize(scores: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Row -> fraction -> metric -> (mean, sd over seeds), and n (the seeds)."""
+    return {
+        row: {
+            frac: {**{k: mean_sd([r[k] for r in runs]) for k in METRICS}, "n": len(runs)}
+            for frac, runs in by_fraction.items()
+        }
+        for row, by_fraction in scores.items()
+    }
+
+
+def markdown(summary: dict[str, Any], seeds: list[int], wall: float, steps: str) -> str:
+    """The table: row x fraction, mean +- sd F1 and AUC over seeds, always-present F1, n."""
+    lines = [
+        f"Synthetic BP4D fold 1, cpu-tiny, seeds {', '.join(map(str, seeds))} (mean +- sd over "
+        f"seeds; F1 at threshold 0.5; {steps}; {wall / 60:.0f} min on this machine)",
+        "",
+        "| row | label fraction (subjects) | mean F1 | mean AUC | always-present F1 | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row, by_fraction in summary.items():
+        for frac, s in by_fraction.items():
+            f1, auc, base = s["f1"], s["auc"], s["always_f1"]
+            lines.append(
+                f"| {row} | {float(frac):g} | {_pm(100 * f1[0], 100 * f1[1], 1)} "
+                f"| {_pm(auc[0], auc[1], 3)} | {100 * base[0]:.1f} | {s['n']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(
+    scores: dict[str, dict[str, list[dict[str, Any]]]], summary: dict[str, Any], path: Path
+) -> Path:
+    """F1 against label fraction: each row's mean with sd bars and its seeds' points; the
+    always-present F1 dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for (row, by_fraction), colour in zip(
+        summary.items(), ("tab:blue", "tab:orange"), strict=False
+    ):
+        x = np.array([float(f) for f in by_fraction])
+        mean = [100 * s["f1"][0] for s in by_fraction.values()]
+        sd = [100 * np.nan_to_num(s["f1"][1]) for s in by_fraction.values()]
+        ax.errorbar(
+            x, mean, yerr=sd, marker="o", capsize=4, color=colour, label=f"{row} (mean +- sd)"
+        )
+        for frac, runs in scores[row].items():
+            ax.scatter([float(frac)] * len(runs), [100 * r["f1"] for r in runs], s=12,
+                       color=colour, alpha=0.45)  # fmt: skip
+    first = next(iter(summary.values()))
+    base = 100 * next(iter(first.values()))["always_f1"][0]
+    ax.axhline(base, color="k", ls="--", lw=1, label=f"always present ({base:.1f})")
+    ax.set_xscale("log")
+    ticks = sorted({float(f) for by in summary.values() for f in by})
+    ax.set_xticks(ticks, [f"{100 * t:g}%" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("training subjects with AU labels")
+    ax.set_ylabel("held-out mean AU F1 (%)")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("Label efficiency, synthetic BP4D fold 1 (cpu-tiny; points: seeds)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=_fraction, nargs="+", default=[0.1, 0.25, 1.0])
+    parser.add_argument("--fold", type=int, default=1, choices=[1, 2, 3])
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path(".bench/label_efficiency"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mlflow-uri", default=None, help="default: SQLite in the data dir")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="no training: one table of these runs' label_efficiency.json "
+                        "(e.g. one process per seed)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def merge(args: argparse.Namespace) -> Path:
+    """One table, JSON and plot of several runs' JSON (seeds run in separate processes)."""
+    scores: dict[str, dict[str, list]] = {}
+    wall = 0.0
+    for path in args.merge:
+        data = json.loads(path.read_text())
+        wall = max(wall, data["wall_s"])  # run side by side: the longest
+        for row, by_fraction in data["scores"].items():
+            for frac, runs in by_fraction.items():
+                if runs:  # a partial run's fractions not reached have none
+                    scores.setdefault(row, {}).setdefault(frac, []).extend(runs)
+    args.seeds = sorted({r["seed"] for by in scores.values() for rs in by.values() for r in rs})
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_outputs(args, scores, wall)
+    print((args.out / "label_efficiency.md").read_text())
+    return args.out
+
+
+def run_all(args: argparse.Namespace, log: Any, nested: Any) -> dict[str, dict[str, list]]:
+    """Every seed: stage 1 once, then each fraction's rows (the full method first: the
+    other's stage-2 steps are its stage-2 plus stage-1 steps). `nested(name, tags, scores)`
+    records one run; `log(text)` prints. Every run's scores go to `<out>/label_efficiency.json`
+    as they come (marked partial): a run cut short still leaves them for `--merge`."""
+    bench = Bench(args.data_dir, args.sets, args.fold)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    fracs = [f"{f:g}" for f in args.fractions]
+    scores: dict[str, dict[str, list]] = {r: {f: [] for f in fracs} for r in ROWS}
+    for seed in args.seeds:
+        seconds = bench.pretrain(seed)
+        log(f"seed {seed}: stage 1, {bench.stage1_steps} steps, {seconds:.0f} s")
+        for frac in fracs:
+            steps = None
+            for row in ROWS:
+                s = bench.finetune(row, seed, float(frac), steps)
+                s["stage1_seconds"] = seconds if s["stage1_steps"] else 0.0
+                steps = s["stage2_steps"] + s["stage1_steps"]  # the next row's: parity
+                scores[row][frac].append(s | {"seed": seed})
+                nested(f"{row}-f{frac}-seed{seed}", {"clef.row": row, "clef.fraction": frac}, s)
+                partial = {"scores": scores, "wall_s": time.perf_counter() - start, "partial": True}
+                (args.out / "label_efficiency.json").write_text(json.dumps(partial, indent=1))
+                log(
+                    f"{row:10s} fraction {frac:>4s} seed {seed}: F1 {100 * s['f1']:.1f} "
+                    f"(always {100 * s['always_f1']:.1f}) AUC {s['auc']:.3f}, "
+                    f"{len(s['subjects']) or 'all'} subjects, {s['rows']} rows, "
+                    f"{s['total_steps']} steps, {s['seconds']:.0f} s"
+                )
+    return scores
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the benchmark; the folder its table, JSON and plot are in."""
+    from clef_core.common.runtime import configure_process
+
+    configure_process()  # an entry point: the service environment, as `clef` sets it
+    args = parse(argv)
+    if args.merge:
+        return merge(args)
+    import torch
+    from mlflow import MlflowClient
+
+    from clef_core.common.runtime import default_tracking_uri, use_data_dir
+
+    torch.set_num_threads(args.threads)
+    args.data_dir = use_data_dir(args.data_dir)
+    ensure_shards(args.data_dir)
+    uri = args.mlflow_uri or default_tracking_uri(args.data_dir)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("clef-label-efficiency")
+    exp_id = exp.experiment_id if exp else client.create_experiment("clef-label-efficiency")
+    parent = client.create_run(
+        exp_id, run_name=f"label-efficiency-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    parent_id = parent.info.run_id
+    for key, value in (
+        ("seeds", args.seeds),
+        ("fractions", args.fractions),
+        ("overrides", args.sets),
+    ):
+        client.log_param(parent_id, key, json.dumps(value))
+    client.log_param(parent_id, "fold", args.fold)
+
+    def nested(name: str, tags: dict[str, str], s: dict[str, Any]) -> None:
+        run = client.create_run(
+            exp_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **tags}
+        )
+        client.log_param(run.info.run_id, "subjects", ",".join(s["subjects"]) or "all")
+        for k, v in s.items():
+            if isinstance(v, (int, float)):
+                client.log_metric(run.info.run_id, k, float(v))
+        client.set_terminated(run.info.run_id)
+
+    start = time.perf_counter()
+    try:
+        scores = run_all(args, lambda text: print(text, flush=True), nested)
+        wall = time.perf_counter() - start
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_outputs(args, scores, wall)
+        for name in ("label_efficiency.md", "label_efficiency.json", "label_efficiency.png"):
+            client.log_artifact(parent_id, str(args.out / name))
+        client.log_metric(parent_id, "wall_seconds", wall)
+    except BaseException:
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    client.set_terminated(parent_id)
+    print((args.out / "label_efficiency.md").read_text())
+    print(f"{args.out}; MLflow {uri} run {parent_id}")
+    return args.out
+
+
+def write_outputs(
+    args: argparse.Namespace, scores: dict[str, dict[str, list]], wall: float
+) -> None:
+    """label_efficiency.md (the table), .json (every run and the summary), .png (the plot)."""
+    summary = summarize(scores)
+    first = scores[ROWS[0]][next(iter(scores[ROWS[0]]))][0]
+    steps = (
+        f"stage 1 {first['stage1_steps']} steps, stage 2 {first['stage2_steps']}; "
+        f"{ROWS[1]}: stage 2 {first['total_steps']} (the same total)"
+    )
+    (args.out / "label_efficiency.md").write_text(markdown(summary, args.seeds, wall, steps))
+    (args.out / "label_efficiency.json").write_text(json.dumps(
+        {"scores": scores, "summary": summary, "wall_s": wall, "overrides": args.sets}, indent=1
+    ))  # fmt: skip
+    plot(scores, summary, args.out / "label_efficiency.png")
+
+
+if __name__ == "__main__":
+    main()
