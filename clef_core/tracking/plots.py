@@ -132,6 +132,7 @@ def probe_bars(rows: list[dict[str, float | str]], path: Path, title: str) -> Pa
     ax.set_xticks(x, [name for _, name, _ in PROBE_BARS], fontsize=8)
     ax.set_ylabel("held-out score (%)")
     ax.set_ylim(0, 100)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False,
+              markerscale=0.3)  # fmt: skip
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
