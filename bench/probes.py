@@ -46,7 +46,7 @@ def run_row(row: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train `row`'s stage 1 (none for "random") with `seed` and probe it on BP4D's fold."""
     from clef_core.method.config import load_config
     from clef_core.training.local import run_local_stage
-    from clef_core.training.probe import RANDOM, model_to_probe, run_probes
+    from clef_core.training.probe import RANDOM, model_to_probe, probe
     from clef_core.training.protocol import Unit
 
     sets = [*ROWS[row], f"seed={seed}", f"data.data_dir={args.data_dir}", *args.sets]
@@ -58,15 +58,7 @@ def run_row(row: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     else:  # the protocol's stage 1 reads the fold's training people; a corpus reads all of it
         parts = unit.train_parts if args.corpus == "bp4d" else None
         model = run_local_stage(cfg, 1, args.corpus, parts).model
-    from clef_core.common.manifest import read_manifest
-    from clef_core.training.cache import decoded_arrays, source_size
-
-    side = source_size(model.image_size, cfg.stage1.augment, cfg.stage2.augment)
-    arrays = decoded_arrays(cfg.data.shard_dir, "bp4d", side)
-    au_ids = tuple(read_manifest(cfg.data.shard_dir, "bp4d").au_ids)
-    result = run_probes(model, arrays, au_ids, unit.train_parts, unit.test_parts, name=row,
-                        fold=args.fold)  # fmt: skip
-    return result.as_dict()
+    return probe(cfg, row, "bp4d", args.fold, model=model).as_dict()
 
 
 def summarise(scores: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -232,18 +232,19 @@ def model_to_probe(spec: str, cfg: ExperimentConfig) -> ClefModel:
 
 def probe(
     cfg: ExperimentConfig, spec: str, dataset: str, fold: int,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = torch.device("cpu"), model: ClefModel | None = None,
 ) -> ProbeResult:  # fmt: skip
-    """Probe `spec` (a checkpoint folder or RANDOM) on `dataset`'s fold: fitted on the fold's
-    training parts, tested on its held-out part (`protocol.Unit`'s parts), read from the
-    decoded cache the training reads (built on first use)."""
+    """Probe `spec` (a checkpoint folder or RANDOM; or `model`, named `spec`, when given) on
+    `dataset`'s fold: fitted on the fold's training parts, tested on its held-out part
+    (`protocol.Unit`'s parts), read from the decoded cache the training reads (built on first
+    use)."""
     manifest = read_manifest(cfg.data.shard_dir, dataset)
     if not manifest.au_ids or not manifest.tasks:
         raise ClefError(
             f"{dataset}: the probes need AU labels and activities (BP4D, BP4D+); found "
             f"{len(manifest.au_ids)} AUs and {len(manifest.tasks)} tasks"
         )
-    model = model_to_probe(spec, cfg)
+    model = model if model is not None else model_to_probe(spec, cfg)
     unit = Unit(2, dataset, fold)
     assert unit.train_parts is not None and unit.test_parts is not None
     side = source_size(model.image_size, cfg.stage1.augment, cfg.stage2.augment)
