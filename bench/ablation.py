@@ -57,8 +57,8 @@ def ensure_shards(data_dir: Path) -> Path:
     if (shards / "bp4d" / "manifest.json").is_file():
         return shards
     from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
-    from preprocessing.synth.generate import generate
-    from preprocessing.synth.spec import make_spec
+    from synthetic.generate import generate
+    from synthetic.spec import make_spec
 
     synth = data_dir / "synthetic"
     if not (synth / "BP4D").is_dir():

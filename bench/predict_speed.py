@@ -30,7 +30,7 @@ import torch
 
 
 def decode_rate(path: Path, backend: str) -> float:
-    from preprocessing.decode import iter_video
+    from faces.decode import iter_video
 
     start, n = time.perf_counter(), 0
     for _ in iter_video(path, backend):  # type: ignore[arg-type]
@@ -76,8 +76,8 @@ def main() -> None:
     from clef_core.method.labels import LabelSpace
     from clef_core.method.model import build_model
     from flows.predict import predict_item
-    from preprocessing.synth.generate import generate
-    from preprocessing.synth.spec import make_spec
+    from synthetic.generate import generate
+    from synthetic.spec import make_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

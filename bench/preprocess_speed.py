@@ -31,10 +31,10 @@ import cv2
 import torch
 from rich.progress import track
 
-from preprocessing.decode import Backend, iter_video
+from faces.decode import Backend, iter_video
 from preprocessing.pipeline import PreprocessOptions, plan, process_sequence
-from preprocessing.synth.generate import generate
-from preprocessing.synth.spec import make_spec
+from synthetic.generate import generate
+from synthetic.spec import make_spec
 
 BACKENDS: tuple[Backend, ...] = ("opencv", "decord", "pyav")
 

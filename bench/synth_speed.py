@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import pyarrow.parquet as pq
 
-from preprocessing.synth.dynamics import BP4D_PROFILES, activity_track
-from preprocessing.synth.generate import generate
-from preprocessing.synth.identity import make_identity, rng_for
-from preprocessing.synth.scene import SequenceRenderer
-from preprocessing.synth.spec import encode_jpeg, make_spec
+from synthetic.dynamics import BP4D_PROFILES, activity_track
+from synthetic.generate import generate
+from synthetic.identity import make_identity, rng_for
+from synthetic.scene import SequenceRenderer
+from synthetic.spec import encode_jpeg, make_spec
 
 
 def render_rate(frames: int, encode: bool) -> float:
@@ -45,7 +45,7 @@ def render_rate(frames: int, encode: bool) -> float:
 
 def detection_rate(root: Path) -> float:
     """Share of visible faces the project's face front end (MTCNN) finds, each frame alone."""
-    from preprocessing.detect import FaceDetector
+    from faces.detect import FaceDetector
 
     detector = FaceDetector()
     files = {

@@ -26,8 +26,8 @@ import torch
 
 def make_shards(root: Path) -> Path:
     from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
-    from preprocessing.synth.generate import generate
-    from preprocessing.synth.spec import make_spec
+    from synthetic.generate import generate
+    from synthetic.spec import make_spec
 
     generate(make_spec(root / "synth", "test", datasets=("bp4d",)), show_progress=False)
     opts = PreprocessOptions("bp4d", root / "synth" / "BP4D", root / "shards", image_size=112)

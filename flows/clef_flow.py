@@ -93,8 +93,8 @@ def _is_io_error(task: Any, task_run: Any, state: Any) -> bool:
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_is_io_error)
 def synthetic_data(out: Path, preset: str) -> Path:
     """Generate the embedded synthetic datasets unless they are already there."""
-    from preprocessing.synth.generate import generate
-    from preprocessing.synth.spec import make_spec
+    from synthetic.generate import generate
+    from synthetic.spec import make_spec
 
     if not (out / "synth.json").exists():
         generate(make_spec(out, preset), show_progress=False)
@@ -448,7 +448,7 @@ def _reproduce(params: ReproductionParams) -> str | State:
 
     from clef_core.common.runtime import init_ray
     from flows.train import new_reproduction_id, run_book
-    from preprocessing.synth.spec import READER_ROOTS
+    from synthetic.spec import READER_ROOTS
 
     cfgs, plans, roots = checked(params)
     main = cfgs[MAIN]

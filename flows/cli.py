@@ -121,8 +121,8 @@ def synth(
 
     from rich.table import Table
 
-    from preprocessing.synth.generate import generate
-    from preprocessing.synth.spec import make_spec, parse_size
+    from synthetic.generate import generate
+    from synthetic.spec import make_spec, parse_size
 
     spec = make_spec(
         out,

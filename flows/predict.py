@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clef_core.inference.predictor import Predictor
-from preprocessing.decode import DecodeError, ShortVideo, iter_video, read_image
+from faces.decode import DecodeError, ShortVideo, iter_video, read_image
 from preprocessing.readers.video import IMAGE_EXT, VIDEO_EXT, safe_key
 
 

@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 from clef_core import __version__
 from clef_core.common.errors import ClefError
 from clef_core.common.manifest import Manifest, Shard, recorded_shards, write_manifest
-from preprocessing.align import box_transform, face_transform, warp
-from preprocessing.decode import DecodeError
-from preprocessing.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
+from faces.align import box_transform, face_transform, warp
+from faces.decode import DecodeError
+from faces.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
 from preprocessing.readers import FrameItem, Reader, SequenceRef, get_reader
 from preprocessing.shards import SCHEMA, ShardWriter, shard_path
 

@@ -31,8 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `test` preset of the synthetic generator, every layout, generated once."""
-    from preprocessing.synth.generate import generate
-    from preprocessing.synth.spec import make_spec
+    from synthetic.generate import generate
+    from synthetic.spec import make_spec
 
     out = tmp_path_factory.mktemp("synth")
     generate(make_spec(out, "test", workers=2), show_progress=False)
@@ -62,7 +62,7 @@ def run_inline(
 @pytest.fixture(scope="session")
 def shard_dir(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards of every synthetic layout (112 px crops), built once per session."""
-    from preprocessing.synth.spec import READER_ROOTS
+    from synthetic.spec import READER_ROOTS
 
     out = tmp_path_factory.mktemp("data") / "shards"  # <data_dir>/shards, as configs expect
     for dataset, folder in READER_ROOTS.items():

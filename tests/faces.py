@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocessing.align import align_by_eyes
-from preprocessing.synth.dynamics import EXPRESSION_PROTOTYPES, au_vector
-from preprocessing.synth.identity import make_identity, rng_for
-from preprocessing.synth.scene import SequenceRenderer
+from faces.align import align_by_eyes
+from synthetic.dynamics import EXPRESSION_PROTOTYPES, au_vector
+from synthetic.identity import make_identity, rng_for
+from synthetic.scene import SequenceRenderer
 
 
 def expression_faces(

@@ -54,7 +54,7 @@ class Dataset:
     paper_note: str | None = None  # said under its results table in the report
     synth: str | None = None  # the `clef synth` layout that renders it (shared by AffectNet-7/8)
     synth_folder: str | None = None  # that layout's folder (the reader's root) under synth's --out
-    synth_writer: str | None = None  # module of that layout's writer (preprocessing.synth.layouts)
+    synth_writer: str | None = None  # module of that layout's writer (synthetic.layouts)
 
     @property
     def folds(self) -> int:
@@ -135,7 +135,7 @@ _RECORDS = (
         paper_lr=2e-4, paper_table=2, paper_mean=65.9,
         paper_au_f1={1: 55.8, 2: 46.8, 4: 63.3, 6: 79.5, 7: 77.6, 10: 83.6, 12: 87.8,
                      14: 67.3, 15: 55.2, 17: 63.5, 23: 53.0, 24: 57.8},
-        synth="bp4d", synth_folder="BP4D", synth_writer="preprocessing.synth.layouts.bp4d",
+        synth="bp4d", synth_folder="BP4D", synth_writer="synthetic.layouts.bp4d",
     ),
     Dataset(
         "disfa", "au", "preprocessing.readers.disfa:DISFAReader",
@@ -145,7 +145,7 @@ _RECORDS = (
         start=StartFrom(2, "bp4d"),
         paper_lr=1e-4, paper_table=3, paper_mean=64.8,
         paper_au_f1={1: 64.3, 2: 61.8, 4: 68.4, 6: 49.0, 9: 55.2, 12: 72.9, 25: 89.9, 26: 57.0},
-        synth="disfa", synth_folder="DISFA", synth_writer="preprocessing.synth.layouts.disfa",
+        synth="disfa", synth_folder="DISFA", synth_writer="synthetic.layouts.disfa",
     ),
     Dataset(
         "bp4d_plus", "au", "preprocessing.readers.bp4d:BP4DPlusReader",
@@ -155,37 +155,37 @@ _RECORDS = (
         paper_au_f1={1: 47.5, 2: 39.6, 4: 40.2, 6: 86.5, 7: 87.3, 10: 90.5, 12: 89.9,
                      14: 81.6, 15: 47.0, 17: 46.6, 23: 54.3, 24: 41.5},
         paper_note="Table 4 states a mean of 63.1; its per-AU cells average 62.7.",
-        synth="bp4d_plus", synth_folder="BP4D+", synth_writer="preprocessing.synth.layouts.bp4d",
+        synth="bp4d_plus", synth_folder="BP4D+", synth_writer="synthetic.layouts.bp4d",
     ),
     Dataset(
         "rafdb", "fer", "preprocessing.readers.fer:RAFDBReader",
         classes=("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),
         start=_FER_START, paper_lr=2e-4, paper_table=5, paper_mean=90.09,
-        synth="rafdb", synth_folder="RAF-DB", synth_writer="preprocessing.synth.layouts.fer",
+        synth="rafdb", synth_folder="RAF-DB", synth_writer="synthetic.layouts.fer",
     ),
     # AffectNet-7 and AffectNet-8 are two protocols (7 classes, and 8 with contempt) read
     # from the one AffectNet release.
     Dataset(
         "affectnet7", "fer", "preprocessing.readers.fer:AffectNet7Reader",
         classes=_AFFECTNET7, start=_FER_START, paper_lr=2e-4, paper_table=5, paper_mean=65.66,
-        synth="affectnet", synth_folder="AffectNet", synth_writer="preprocessing.synth.layouts.fer",
+        synth="affectnet", synth_folder="AffectNet", synth_writer="synthetic.layouts.fer",
     ),
     Dataset(
         "affectnet8", "fer", "preprocessing.readers.fer:AffectNet8Reader",
         classes=(*_AFFECTNET7, "contempt"),
         start=_FER_START, paper_lr=2e-4, paper_table=5, paper_mean=62.77,
-        synth="affectnet", synth_folder="AffectNet", synth_writer="preprocessing.synth.layouts.fer",
+        synth="affectnet", synth_folder="AffectNet", synth_writer="synthetic.layouts.fer",
     ),
     Dataset(
         "ferplus", "fer", "preprocessing.readers.fer:FERPlusReader",
         classes=("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
         start=_FER_START, paper_lr=1e-4, paper_table=5, paper_mean=89.74,
-        synth="ferplus", synth_folder="FERPlus", synth_writer="preprocessing.synth.layouts.fer",
+        synth="ferplus", synth_folder="FERPlus", synth_writer="synthetic.layouts.fer",
     ),
     # Any folder of the user's own videos and images: no labels, not trained on.
     Dataset(
         "video", None, "preprocessing.readers.video:VideoFolderReader",
-        synth="videos", synth_folder="videos", synth_writer="preprocessing.synth.layouts.videos",
+        synth="videos", synth_folder="videos", synth_writer="synthetic.layouts.videos",
     ),
 )  # fmt: skip
 

@@ -128,8 +128,8 @@ def explain_image(
     """Find and align the face in the image at `path` as `clef predict` does, explain every
     class prompt (and each free text) on it, write `<out>/<stem>.png` and `.json`."""
     from clef_core.inference.predictor import CROP_SIZE, aligned_faces
-    from preprocessing.align import face_transform
-    from preprocessing.decode import DecodeError, read_image
+    from faces.align import face_transform
+    from faces.decode import DecodeError, read_image
 
     try:
         image = read_image(path)

@@ -263,8 +263,8 @@ def aligned_faces(
     """(detection or None, aligned RGB crop [224, 224, 3] or None) per BGR frame, in order: the
     preprocessing detector and 5-point alignment, exactly as the shards were made. `follow`:
     frames of one video (a face found is tracked); False: each frame searched on its own."""
-    from preprocessing.align import face_transform, warp
-    from preprocessing.detect import DetectorConfig, FaceTracker
+    from faces.align import face_transform, warp
+    from faces.detect import DetectorConfig, FaceTracker
 
     tracker = FaceTracker(DetectorConfig(device=str(device)), follow)
     for frame, d in tracker.track((f, f) for f in frames):

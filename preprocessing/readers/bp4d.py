@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from clef_core.common.datasets import REGISTRY
-from preprocessing.decode import DecodeError, decode_image_bytes, read_image
+from faces.decode import DecodeError, decode_image_bytes, read_image
 from preprocessing.folds import part_of
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from clef_core.common.datasets import REGISTRY
-from preprocessing.decode import Backend, DecodeError, iter_video
+from faces.decode import Backend, DecodeError, iter_video
 from preprocessing.folds import part_of
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from clef_core.common.datasets import REGISTRY
-from preprocessing.decode import DecodeError, read_image
+from faces.decode import DecodeError, read_image
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 
 CHUNK = 1000

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from preprocessing.decode import DecodeError, iter_video, read_image
+from faces.decode import DecodeError, iter_video, read_image
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef
 
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}

@@ -44,7 +44,7 @@ register(Dataset(
     activities={"T1": "Talk.", "T2": "Listen."}, paper_activities=frozenset({"T1"}),
     stage1_rows="sampled", start=StartFrom(2, "bp4d"), paper_lr=3e-4, paper_table=9,
     paper_mean=50.0, paper_au_f1={1: 40.0, 2: 50.0, 12: 60.0}, paper_note="A note.",
-    synth="newau", synth_folder="NewAU", synth_writer="preprocessing.synth.layouts.disfa",
+    synth="newau", synth_folder="NewAU", synth_writer="synthetic.layouts.disfa",
 ))
 """
 
@@ -62,7 +62,7 @@ def test_a_new_record_and_reader_file_reach_every_consumer(tmp_path: Path) -> No
         from clef_core.training import protocol, selection
         from preprocessing import folds
         from preprocessing.readers import READERS
-        from preprocessing.synth import generate, spec
+        from synthetic import generate, spec
 
         unit = protocol.stage2_unit("newau", 5, True)
         print(json.dumps({
@@ -95,7 +95,7 @@ def test_a_new_record_and_reader_file_reach_every_consumer(tmp_path: Path) -> No
         "selection": "sampled",
         "folds": [1, ["S1", "S3", "S4", "S5", "S6", "S2"]],
         "reader": ["NewReader", [1, 2, 12]],
-        "synth": [True, "NewAU", "NewAU", "preprocessing.synth.layouts.disfa"],
+        "synth": [True, "NewAU", "NewAU", "synthetic.layouts.disfa"],
     }
 
 
@@ -105,13 +105,13 @@ def test_a_new_record_and_reader_file_reach_every_consumer(tmp_path: Path) -> No
 OWN_FILES = (
     "clef_core/common/datasets.py",
     "preprocessing/readers/",
-    "preprocessing/synth/layouts/",
+    "synthetic/layouts/",
 )
 CHOICES = {
     "clef_core/training/protocol.py": {"rafdb", "ferplus", "bp4d"},  # the zero-shot datasets
     "clef_core/tracking/paper.py": {"bp4d", "rafdb", "ferplus"},  # Table 6; the poster
     "flows/serve.py": {"bp4d"},  # the smoke deployment trains on BP4D
-    "preprocessing/synth/spec.py": {"videos"},  # the option `videos` (a count), not the layout
+    "synthetic/spec.py": {"videos"},  # the option `videos` (a count), not the layout
 }
 
 

@@ -26,8 +26,8 @@ from clef_core.method.metrics import au_f1
 from clef_core.method.model import build_model, tokenizer_for
 from clef_core.method.steps import finetune_step, make_optimizer
 from clef_core.method.weights import au_pos_weights
-from preprocessing.decode import DecodeError, ShortVideo, iter_video
-from preprocessing.synth.dynamics import AU_INDEX
+from faces.decode import DecodeError, ShortVideo, iter_video
+from synthetic.dynamics import AU_INDEX
 
 pytestmark = pytest.mark.slow
 

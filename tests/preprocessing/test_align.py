@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from preprocessing.align import box_transform, eye_transform, warp
+from faces.align import box_transform, eye_transform, warp
 
 
 def plain(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:

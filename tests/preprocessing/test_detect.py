@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from preprocessing.align import face_transform
-from preprocessing.decode import iter_video
-from preprocessing.detect import DetectorConfig, FaceDetector, FaceTracker
+from faces.align import face_transform
+from faces.decode import iter_video
+from faces.detect import DetectorConfig, FaceDetector, FaceTracker
 from tests.real_faces import (
     PORTRAITS,
     Photo,

@@ -18,10 +18,10 @@ from preprocessing.readers.bp4d import BP4DReader
 from preprocessing.readers.disfa import PROTOCOL_AUS
 from preprocessing.readers.fer import AffectNet8Reader, FERPlusReader, RAFDBReader
 from preprocessing.shards import SCHEMA
-from preprocessing.synth.dynamics import AU_INDEX
-from preprocessing.synth.generate import generate
-from preprocessing.synth.layouts.bp4d import OCCURRENCE_THRESHOLD
-from preprocessing.synth.spec import READER_ROOTS, make_spec
+from synthetic.dynamics import AU_INDEX
+from synthetic.generate import generate
+from synthetic.layouts.bp4d import OCCURRENCE_THRESHOLD
+from synthetic.spec import READER_ROOTS, make_spec
 from tests.conftest import run_inline
 
 ROOTS = {d: folder for d, folder in READER_ROOTS.items() if d != "affectnet7"}

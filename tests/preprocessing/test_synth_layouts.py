@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from clef_core.common.datasets import REGISTRY
-from preprocessing.synth.dynamics import AU_INDEX
-from preprocessing.synth.layouts.bp4d import BP4D_AUS, BP4D_PLUS_CODED_TASKS, OCCURRENCE_THRESHOLD
-from preprocessing.synth.layouts.disfa import DISFA_CODED_AUS
-from preprocessing.synth.spec import make_spec
+from synthetic.dynamics import AU_INDEX
+from synthetic.layouts.bp4d import BP4D_AUS, BP4D_PLUS_CODED_TASKS, OCCURRENCE_THRESHOLD
+from synthetic.layouts.disfa import DISFA_CODED_AUS
+from synthetic.spec import make_spec
 
 
 def truth(root: Path, dataset: str) -> list[dict]:

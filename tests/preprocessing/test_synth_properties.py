@@ -13,12 +13,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from clef_core.common.errors import ClefError
-from preprocessing.align import align_by_eyes
+from faces.align import align_by_eyes
 from preprocessing.folds import part_of
-from preprocessing.synth.dynamics import AU_INDEX
-from preprocessing.synth.generate import generate
-from preprocessing.synth.layouts.bp4d import BP4D_AUS, OCCURRENCE_THRESHOLD
-from preprocessing.synth.spec import make_spec
+from synthetic.dynamics import AU_INDEX
+from synthetic.generate import generate
+from synthetic.layouts.bp4d import BP4D_AUS, OCCURRENCE_THRESHOLD
+from synthetic.spec import make_spec
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -55,7 +55,7 @@ def test_bad_arguments_are_one_clear_message(tmp_path: Path) -> None:
 def test_the_face_front_end_finds_the_synthetic_faces(synth_root: Path) -> None:
     """The project's detector (MTCNN) on every visible synthetic BP4D face, searched whole;
     none where the renderer hid the face."""
-    from preprocessing.detect import FaceDetector
+    from faces.detect import FaceDetector
 
     detector = FaceDetector()
     rows = pq.read_table(synth_root / "truth/bp4d.parquet").to_pylist()

@@ -24,7 +24,7 @@ import torch
 from clef_core.method.config import load_config
 from clef_core.method.labels import LabelSpace
 from clef_core.training.local import heldout_scores, run_local_stage
-from preprocessing.synth.dynamics import AU_INDEX, EXPRESSION_PROTOTYPES
+from synthetic.dynamics import AU_INDEX, EXPRESSION_PROTOTYPES
 from tests.faces import expression_faces
 
 pytestmark = pytest.mark.slow  # trains a model for 300 steps (about 40 s on 2 cores)

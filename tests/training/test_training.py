@@ -24,7 +24,7 @@ from clef_core.method.steps import (
     warmup_cosine,
 )
 from clef_core.method.weights import au_pos_weights, expression_weights
-from preprocessing.synth.dynamics import AU_INDEX
+from synthetic.dynamics import AU_INDEX
 from tests.faces import expression_faces
 
 CPU = torch.device("cpu")

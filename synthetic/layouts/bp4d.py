@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from clef_core.common.datasets import REGISTRY
-from preprocessing.synth.dynamics import AU_INDEX, BP4D_PLUS_PROFILES, BP4D_PROFILES
-from preprocessing.synth.identity import rng_for
-from preprocessing.synth.sequence import render_sequence, truth_row
-from preprocessing.synth.spec import SynthSpec, encode_jpeg, zip_add
+from synthetic.dynamics import AU_INDEX, BP4D_PLUS_PROFILES, BP4D_PROFILES
+from synthetic.identity import rng_for
+from synthetic.sequence import render_sequence, truth_row
+from synthetic.spec import SynthSpec, encode_jpeg, zip_add
 
 BP4D_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
 BP4D_PLUS_CSV_AUS = (

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.synth.dynamics import activity_track
-from preprocessing.synth.identity import make_identity, rng_for
-from preprocessing.synth.scene import FrameTruth, SequenceRenderer
-from preprocessing.synth.spec import SynthSpec
+from synthetic.dynamics import activity_track
+from synthetic.identity import make_identity, rng_for
+from synthetic.scene import FrameTruth, SequenceRenderer
+from synthetic.spec import SynthSpec
 
 
 def truth_row(

@@ -7,9 +7,9 @@ from typing import Any
 
 import cv2
 
-from preprocessing.synth.dynamics import BP4D_PROFILES
-from preprocessing.synth.sequence import render_sequence, truth_row
-from preprocessing.synth.spec import SynthSpec
+from synthetic.dynamics import BP4D_PROFILES
+from synthetic.sequence import render_sequence, truth_row
+from synthetic.spec import SynthSpec
 
 FPS = 25.0
 

@@ -15,11 +15,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from preprocessing.synth.dynamics import AU_INDEX, BP4D_PROFILES, activity_track
-from preprocessing.synth.identity import make_identity, rng_for
-from preprocessing.synth.scene import SequenceRenderer
-from preprocessing.synth.sequence import truth_row
-from preprocessing.synth.spec import SynthSpec
+from synthetic.dynamics import AU_INDEX, BP4D_PROFILES, activity_track
+from synthetic.identity import make_identity, rng_for
+from synthetic.scene import SequenceRenderer
+from synthetic.sequence import truth_row
+from synthetic.spec import SynthSpec
 
 DISFA_CODED_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 SEGMENTS = 4  # emotion segments per stimulus video

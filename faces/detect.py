@@ -1,6 +1,6 @@
 """The face front end shared by preprocessing and `clef predict`: faces with 5 landmarks.
 
-- Detection: MTCNN (`preprocessing/mtcnn.py`), the P-Net pyramid, R-Net and O-Net, searching
+- Detection: MTCNN (`faces/mtcnn.py`), the P-Net pyramid, R-Net and O-Net, searching
   faces down to `min_face` of the frame's shorter side (so its cost does not grow with the
   frame's resolution). Where a frame shows several faces, the largest is the subject.
 - Tracking: on continuous video a found face is followed by O-Net alone on the previous
@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from preprocessing.mtcnn import MTCNN, Faces, square
+from faces.mtcnn import MTCNN, Faces, square
 
 T = TypeVar("T")
 Box = tuple[float, float, float, float]

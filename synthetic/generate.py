@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from clef_core.common.datasets import synth_layouts
 from clef_core.common.errors import ClefError
-from preprocessing.synth.spec import SynthSpec
+from synthetic.spec import SynthSpec
 
 # Each layout's writer module (its registry records' `synth_writer`): `jobs(spec, layout)`
 # and `finish(spec, layout, rows)`.

@@ -14,8 +14,8 @@ from functools import cached_property, lru_cache
 import cv2
 import numpy as np
 
-from preprocessing.synth.face import CX, CY, PATCH_H, PATCH_W, draw_features, geometry, texture
-from preprocessing.synth.identity import Identity
+from synthetic.face import CX, CY, PATCH_H, PATCH_W, draw_features, geometry, texture
+from synthetic.identity import Identity
 
 NO_FACE_SHARE = 0.03  # share of frames with no detectable face
 

@@ -13,8 +13,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from preprocessing.synth.dynamics import AU_INDEX
-from preprocessing.synth.identity import Identity
+from synthetic.dynamics import AU_INDEX
+from synthetic.identity import Identity
 
 PATCH_W, PATCH_H = 256, 320
 CX, CY = 128.0, 150.0  # head centre in the patch

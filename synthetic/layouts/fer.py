@@ -15,13 +15,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from preprocessing.align import align_by_eyes
+from faces.align import align_by_eyes
 from preprocessing.readers.fer import FERPlusReader
-from preprocessing.synth.dynamics import EXPRESSION_PROTOTYPES, RENDERED_AUS, au_vector
-from preprocessing.synth.identity import make_identity, rng_for
-from preprocessing.synth.scene import SequenceRenderer
-from preprocessing.synth.sequence import truth_row
-from preprocessing.synth.spec import SynthSpec, write_jpeg
+from synthetic.dynamics import EXPRESSION_PROTOTYPES, RENDERED_AUS, au_vector
+from synthetic.identity import make_identity, rng_for
+from synthetic.scene import SequenceRenderer
+from synthetic.sequence import truth_row
+from synthetic.spec import SynthSpec, write_jpeg
 
 CLASS_SHARE = {
     "neutral": 0.2,
