@@ -12,9 +12,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from clef_core.common.results import UnitResult
 from clef_core.method.config import ExperimentConfig
 from clef_core.tracking.runbook import RunBook
-from clef_core.training.experiment import UnitResult
 from clef_core.training.probe import RANDOM, ProbeResult, probe
 
 EXPERIMENT = "probe"  # MLflow experiment `<prefix>-probe`

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from clef_core.method.text import AU_NAMES
+
+if TYPE_CHECKING:
+    from clef_core.common.storage import Where
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,11 @@ class LabelSpace:
     def n(self) -> int:
         return len(self.labels)
 
+    @property
+    def column(self) -> str:
+        """The shard column (and batch key) holding these labels: `au` or `expression`."""
+        return "au" if self.kind == "au" else "expression"
+
     @classmethod
     def aus(cls, au_ids: list[int] | tuple[int, ...]) -> LabelSpace:
         unknown = [a for a in au_ids if a not in AU_NAMES]
@@ -27,3 +35,12 @@ class LabelSpace:
     @classmethod
     def expressions(cls, classes: list[str] | tuple[str, ...]) -> LabelSpace:
         return cls("fer", tuple(classes))
+
+
+def shard_label_space(shard_dir: Where, dataset: str) -> LabelSpace:
+    """The labels `dataset`'s shards carry, from its manifest (a checkpoint's own are
+    `clef_core.method.checkpoint.label_space_of`)."""
+    from clef_core.common.manifest import read_manifest
+
+    m = read_manifest(shard_dir, dataset)
+    return LabelSpace.aus(m.au_ids) if m.au_ids else LabelSpace.expressions(m.classes)

@@ -297,7 +297,7 @@ def predict(
             logits = class_logits(model, z, z_name)
         probs = torch.sigmoid(logits) if space.kind == "au" else torch.softmax(logits, -1)
         scores.append(probs.float().cpu().numpy())
-        targets.append(batch["au" if space.kind == "au" else "expression"].cpu().numpy())
+        targets.append(batch[space.column].cpu().numpy())
         feats.append(z.float().cpu().numpy())
     model.train()
     if not scores:

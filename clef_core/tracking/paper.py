@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from clef_core.common.datasets import REGISTRY
 from clef_core.common.errors import ConfigError
+from clef_core.common.results import ZS_AU_TO_FER, ZS_UNSEEN
 
 # Tables 2-5 are typed into each dataset's record (clef_core.common.datasets); these are views.
 # CLEF's row of Table 2 (BP4D), Table 3 (DISFA) and Table 4 (BP4D+): AU id -> F1 (%).
@@ -103,9 +104,8 @@ def components_of(ablation: str) -> frozenset[str]:
 # The zero-shot experiments: the paper gives no figure, the CLEF poster (ICCV 2023) does.
 # Accuracy (%) by (experiment, FER dataset tested, row): "CLEF" ran stage 1 first, "FaRL"
 # fine-tuned FaRL's weights without it. Experiment names as `clef_core.training.zeroshot`
-# records them.
+# records them (`clef_core.common.results`).
 POSTER = "the CLEF poster (ICCV 2023)"
-ZS_UNSEEN, ZS_AU_TO_FER = "expressions: seen -> unseen", "AUs -> expressions"
 POSTER_ZEROSHOT: dict[tuple[str, str, str], float] = {
     (ZS_UNSEEN, "rafdb", "CLEF"): 29.14,
     (ZS_UNSEEN, "rafdb", "FaRL"): 16.21,

@@ -1,6 +1,7 @@
 """Plots people look at instead of numbers: per-AU F1 bars (against the always-present
 predictor, with the ROC-AUC and the paper's figures), a confusion
-matrix, and the t-SNE of image features coloured by label (the paper's Figure 5)."""
+matrix, and the t-SNE of image features coloured by label (the paper's Figure 5);
+`evaluation_artifacts` draws a scored split's set of them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from clef_core.method.labels import LabelSpace
+from clef_core.method.metrics import always_present_f1, au_auc, au_f1, confusion_matrix
 
 
 def au_f1_bars(
@@ -136,3 +140,28 @@ def probe_bars(rows: list[dict[str, float | str]], path: Path, title: str) -> Pa
               markerscale=0.3)  # fmt: skip
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+def evaluation_artifacts(
+    pred: dict[str, np.ndarray], space: LabelSpace, out: Path, title: str, threshold: float
+) -> list[Path]:
+    """Per-AU F1 bars (AU) or confusion matrix (FER), and the t-SNE of the features."""
+    scores, targets, features = pred["scores"], pred["targets"], pred["features"]
+    # Features may be a sample of the rows (`save_predictions`): their targets, in order.
+    sampled = targets[pred["feature_rows"]] if "feature_rows" in pred else targets
+    if space.kind == "au":
+        f1 = au_f1(scores > threshold, targets, space.labels)
+        baseline = always_present_f1(targets, space.labels).per_au
+        auc = au_auc(scores, targets, space.labels).per_au
+        paths = [au_f1_bars(f1.per_au, out / "f1_per_au.png", title, baseline, auc)]
+        # Colour t-SNE points by the AU most often present in the split, shown vs absent.
+        top = int(np.argmax((targets > 0).sum(0)))
+        groups = (sampled[:, top] > 0).astype(int)
+        names = [f"AU{space.labels[top]} absent", f"AU{space.labels[top]} present"]
+    else:
+        matrix = confusion_matrix(scores.argmax(1), targets, space.n)
+        paths = [confusion(matrix, list(space.labels), out / "confusion.png", title)]
+        groups, names = sampled, list(space.labels)
+    if len(features) >= 10:
+        paths.append(tsne(features, groups, names, out / "tsne.png", f"{title}: t-SNE"))
+    return paths

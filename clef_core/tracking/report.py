@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from clef_core.common.datasets import REGISTRY
+from clef_core.common.datasets import REGISTRY, of_task
 from clef_core.common.errors import ConfigError
+from clef_core.common.results import UnitResult, summarize
 from clef_core.method.checkpoint import label_space_of, read_meta
-from clef_core.method.config import ABLATION_WEIGHTS, ablation_name
+from clef_core.method.config import ABLATION_WEIGHTS, MAIN, ablation_name
 from clef_core.tracking import paper, plots
 from clef_core.tracking.zeroshot_report import zeroshot_table
-from clef_core.training.experiment import UnitResult, evaluation_artifacts, summarize
-from clef_core.training.protocol import AU_FOLDS, PAPER
 
-MAIN = "PA+PI+N+D"  # the full method's row in Table 6
+AU_FOLDS = {name: REGISTRY[name].folds for name in of_task("au")}  # the AU datasets
+PAPER = paper.MEANS  # mean F1 / accuracy (%) per dataset, the paper's
 NOTE_AU = (
     "F1: ours, AU present when its probability > 0.5. Always present: F1 of predicting every "
     "AU present on every frame. AUC: ROC-AUC of the AU's probability (threshold-free; 0.50 = "
@@ -269,7 +269,7 @@ def _figures(dataset: str, results: list[UnitResult], out: Path) -> list[Path]:
     with np.load(preds) as data:
         arrays = {k: data[k] for k in data.files}
     figures += [
-        p for p in evaluation_artifacts(arrays, space, out / dataset, f"{dataset} fold {first.fold}", 0.5)
+        p for p in plots.evaluation_artifacts(arrays, space, out / dataset, f"{dataset} fold {first.fold}", 0.5)
         if p.name == "tsne.png"
     ]  # fmt: skip
     if space.kind == "au":

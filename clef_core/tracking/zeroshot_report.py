@@ -6,11 +6,13 @@ AUC, and the CLEF poster's figure (`clef_core.tracking.paper.POSTER_ZEROSHOT`)."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clef_core.tracking import paper
+from clef_core.tracking.runbook import RunBook
 
 
 def _pct(value: float) -> str:
@@ -90,3 +92,30 @@ _NOTE = (
     "reports no zero-shot figure). Ours: the seen classes, one split, the schedule "
     "(clef_core/training/zeroshot.py)."
 )
+
+
+def record_zeroshot(book: RunBook, results: list[Any], out: Path) -> Path:
+    """`out/zeroshot.md` (the table), `out/zeroshot.json` (the results, to merge runs) and one
+    MLflow run per zero-shot result (experiment, dataset, row, seed; experiment
+    `<prefix>-zeroshot`, under the reproduction's parent run there)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "zeroshot.md"
+    dicts = [r.as_dict() for r in results]
+    md.write_text("\n".join(zeroshot_table(dicts)) + "\n")
+    (out / "zeroshot.json").write_text(json.dumps(dicts, indent=1))
+    for r in results:
+        name = f"{r.experiment} | {r.dataset} | {r.row} | seed {r.seed}"
+        tags = {"clef.zeroshot": r.experiment, "clef.dataset": r.dataset, "clef.row": r.row}
+        run_id = book.child("zeroshot", name, tags)
+        tracker = book.tracker(run_id)
+        params = ("dataset", "row", "seed", "trained_on", "tested_on", "start")
+        tracker.log_params({k: str(getattr(r, k)) for k in params})
+        numbers = {k: float(v) for k, v in r.as_dict().items()
+                   if isinstance(v, float | int) and k != "seed" and v == v}  # fmt: skip
+        tracker.log_metrics(numbers, step=0)  # NaN (an undefined AUC) left out
+        tracker.log_artifact(md)
+        book.finish(run_id)
+    book.close()
+    return md

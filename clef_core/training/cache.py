@@ -4,7 +4,7 @@ Small images (the 64-px cpu-tiny model) are cheap to keep decoded: each dataset'
 decoded once, shrunk to the workers' source side (`source_size`), and kept as uint8
 arrays in `<data_dir>/cache/`, keyed by the shards' manifest. Training then feeds Ray Train
 from memory (`data.in_memory`): no per-epoch read, decode or Ray Data task start-up, which
-cost most of a short CPU training run (README, "Training from scratch"). Large real datasets
+cost most of a short CPU training run (docs/measurements.md, "Training from scratch"). Large real datasets
 at 224 px stream from the shards instead (`data.model_inputs`); both deliver the same rows
 and columns (uint8 `image`, `au`, `expression`, `activity`). No Ray here: the in-process
 trainer (`clef_core.training.local`) uses it too.

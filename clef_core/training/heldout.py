@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from clef_core.common.errors import ClefError
 from clef_core.common.storage import Where
-from clef_core.method.checkpoint import label_space_of, read_meta
 from clef_core.method.labels import LabelSpace
 from clef_core.method.metrics import majority_class
 from clef_core.method.steps import Predictions, metrics_of
@@ -31,10 +30,6 @@ from clef_core.training.data import keep_rows
 log = logging.getLogger(__name__)
 FILE = "predictions.parquet"
 META_KEY = b"clef"
-
-
-def _label_column(space: LabelSpace) -> str:
-    return "au" if space.kind == "au" else "expression"
 
 
 def _split(
@@ -60,7 +55,7 @@ def identities(
     shard_dir: Where, dataset: str, parts: tuple[int, ...] | None, space: LabelSpace
 ) -> dict[int, tuple[str, str | None, int]]:
     """Row key -> (subject, task, frame) over the labelled rows of `parts`."""
-    rows = _split(shard_dir, dataset, parts, _label_column(space), ids=True)
+    rows = _split(shard_dir, dataset, parts, space.column, ids=True)
     out: dict[int, tuple[str, str | None, int]] = {}
     for s, t, f in zip(
         rows["subject"].to_pylist(), rows["task"].to_pylist(), rows["frame"].to_pylist(),
@@ -152,22 +147,3 @@ def write_held_out(
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(out)
     return metrics_from(out)
-
-
-def save_held_out(
-    checkpoint: Path,
-    out: Path,
-    shard_dir: Where,
-    dataset: str,
-    train_parts: tuple[int, ...] | None,
-    test_parts: tuple[int, ...] | None,
-    threshold: float,
-) -> dict[str, float]:
-    """`write_held_out` from a stage-2 checkpoint's predictions.npz: the unit's result."""
-    space = label_space_of(read_meta(checkpoint))
-    if space is None:
-        raise ClefError(f"{checkpoint} is a stage-1 checkpoint: no held-out predictions")
-    with np.load(checkpoint / "predictions.npz") as data:
-        rows = data["rows"] if "rows" in data.files else None
-        pred = Predictions(data["scores"], data["targets"], np.zeros((0, 0)), rows)
-    return write_held_out(pred, space, out, shard_dir, dataset, train_parts, test_parts, threshold)

@@ -23,8 +23,9 @@ from clef_core.method.model import ClefModel
 from clef_core.method.steps import OnStep, Predictions, metrics_of
 from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.loop import EpochEnd, Feed, run_loop
-from clef_core.training.stages import Stage, StageJob, plan_stage
+from clef_core.training.stages import StageJob, make_stage, plan_stage
 
+# The device of a caller that names none: these runs were CPU-only before they took one.
 CPU = torch.device("cpu")
 
 
@@ -59,8 +60,10 @@ def run_local_stage(
     on_step: OnStep | None = None,
     arrays: dict[str, np.ndarray] | None = None,
     space: LabelSpace | None = None,
+    device: torch.device = CPU,
 ) -> LocalResult:
-    """Train one stage on `dataset`'s `train_parts` (stage 2: then score `test_parts`).
+    """Train one stage on `dataset`'s `train_parts` (stage 2: then score `test_parts`) on
+    `device` (the caller's: nothing here picks one).
 
     The rows are the dataset's decoded shards, or `arrays` when given (columns as
     `cache.decoded_arrays` has them; stage 2 then needs `space`, the labels of its `au`)."""
@@ -68,19 +71,15 @@ def run_local_stage(
         side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
         arrays = decoded_arrays(cfg.data.shard_dir, dataset, side)
     plan = plan_stage(cfg, StageJob(stage, (dataset,), train_parts, test_parts), arrays, space)
-    run = Stage(cfg, plan)
+    run = make_stage(cfg, plan)
     (split,) = plan.train
     train = cached_split(
-        arrays, split.parts, split.labels, plan.activity_index, split.limit, None, split.subjects
+        arrays, split.parts, split.labels, run.activity_index, split.limit, None, split.subjects
     )
     torch.manual_seed(cfg.seed)
     model = run.build_model()
-    if init is not None:  # like load_weights(strict=False): every matching weight
-        own = model.state_dict()
-        model.load_state_dict(
-            {k: v for k, v in init.state_dict().items() if k in own and v.shape == own[k].shape},
-            strict=False,
-        )
+    if init is not None:
+        _load_matching(model, init)
     batch = run.hp.batch_size
 
     def passes(epoch: int, k: int, done: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -105,8 +104,19 @@ def run_local_stage(
             result.metrics = end.scores
 
     feed = Feed(passes, run.steps_per_epoch(len(train["image"])), test)
-    run_loop(run, model, run.optimizer(model), feed, CPU, on_step=record, on_epoch=keep)
+    model.to(device)  # before the optimiser, which holds its parameters
+    run_loop(run, model, run.optimizer(model), feed, device, on_step=record, on_epoch=keep)
     return result
+
+
+def _load_matching(model: ClefModel, init: ClefModel) -> None:
+    """`init`'s weights that `model` has with the same shape, like load_weights(strict=False):
+    stage 1 -> stage 2 carries the backbone, a new head keeps its own."""
+    own = model.state_dict()
+    model.load_state_dict(
+        {k: v for k, v in init.state_dict().items() if k in own and v.shape == own[k].shape},
+        strict=False,
+    )
 
 
 def heldout_scores(pred: Predictions, threshold: float = 0.5) -> dict[str, float]:

@@ -24,12 +24,9 @@ from clef_core.method.steps import (
     Parts,
     Predictions,
     no_gather,
-    predict,
     run_steps,
 )
-from clef_core.training.stages import Stage
-
-Batch = dict[str, torch.Tensor]
+from clef_core.training.stages import Batch, Stage
 
 
 @dataclass
@@ -100,10 +97,10 @@ def run_loop(
         )  # fmt: skip
         metrics = {f"train_{k}": v for k, v in across_workers(means, gather, device).items()}
         metrics["epoch"] = epoch
-        pred, scores = None, {}
+        pred: Predictions | None = None
+        scores: dict[str, float] = {}
         if feed.test is not None and stage.evaluates(epoch):
-            pred = predict(model, feed.test(), stage.tokenizer, stage.space, device, precision)  # type: ignore[arg-type]
-            scores = stage.score(pred)
+            pred, scores = stage.heldout(model, feed.test(), device, precision)
             metrics |= scores
         if on_epoch is not None:
             on_epoch(EpochEnd(epoch, step, metrics, pred, scores, epoch == stage.hp.epochs - 1))

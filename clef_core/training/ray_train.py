@@ -29,11 +29,12 @@ from clef_core.method.checkpoint import load_weights, read_meta
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.dist import gather_with_grad
 from clef_core.method.hardware import configure_device
-from clef_core.tracking.runbook import spool_dir, tracker_for
+from clef_core.method.model import ClefModel
 from clef_core.training.cache import cached_split, decoded_arrays, source_size
 from clef_core.training.data import in_memory, load_split, model_inputs
 from clef_core.training.loop import EpochEnd, Feed, run_loop
-from clef_core.training.stages import Split, Stage, StageJob, StagePlan, plan_stage
+from clef_core.training.stages import Split, Stage, StageJob, make_stage, plan_stage
+from clef_core.training.tracker import TrackerFactory, open_tracker
 
 __all__ = ["StageJob", "StageResult", "run_stage"]
 
@@ -50,29 +51,16 @@ def train_loop(config: dict[str, Any]) -> None:
     configure_process()  # the worker's set-up: the environment the CLI's process has
     cfg = ExperimentConfig.model_validate(config["experiment"])
     job, plan = StageJob(**config["job"]), config["plan"]
-    stage = Stage(cfg, plan)
+    stage = make_stage(cfg, plan)
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # as many intra-op threads as CPUs the worker reserved
         torch.set_num_threads(max(1, int(cfg.compute.cpus_per_worker)))
     configure_device(cfg.compute, device)  # TF32 on CUDA
-    torch.manual_seed(cfg.seed)
-    model = stage.build_model()
-    if job.init_from:  # a local folder or a URI every node reads (clef_core.common.storage)
-        with local_copy(job.init_from) as init_dir:
-            load_weights(init_dir, model, strict=False)
-    model.to(device)
-    opt = stage.optimizer(model)
-    start = (0, 0)  # epoch, global step
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a restarted run: continue where the last report left off
-        with checkpoint.as_directory() as d:
-            load_weights(Path(d), model, opt, map_location=device)
-            meta = read_meta(Path(d))
-        start = (meta["epoch"] + 1, meta["step"])
-    # Spooled on disk first: an MLflow outage never stops training (clef_core.tracking.runbook).
-    spool = spool_dir(cfg.data.data_dir)
-    tracker = tracker_for(rank, config.get("tracking_uri"), config.get("run_id"), spool)
+    model, opt, start = _model_to_train(stage, job.init_from, device)
+    # Rank 0 logs the unit's run; the tracker the caller handed in spools each call on disk
+    # first, so an MLflow outage never stops training (`clef_core.training.tracker`).
+    tracker = open_tracker(config.get("tracker"), rank)
 
     train_shard = ray.train.get_dataset_shard("train")
     pin = cfg.compute.pin_memory and device.type == "cuda"  # Ray copies with non_blocking
@@ -99,7 +87,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(end.metrics, checkpoint=ckpt)
 
-    scores = plan.stage == 2 and rank == 0  # the held-out rows are scored once, on rank 0
+    # The held-out rows (a "test" dataset when the plan has them) are scored once, on rank 0.
+    scores = plan.test is not None and rank == 0
     feed = Feed(train, config["steps_per_epoch"], test if scores else None)
     run_loop(
         stage, model, opt, feed, device, rank=rank, start=start, gather=gather_with_grad,
@@ -108,12 +97,35 @@ def train_loop(config: dict[str, Any]) -> None:
     tracker.close(timeout=5)  # what is still unsent, the driver sends (RunBook.finish)
 
 
-def _datasets(cfg: ExperimentConfig, plan: StagePlan) -> dict[str, ray.data.Dataset]:
+def _model_to_train(
+    stage: Stage, init_from: str | None, device: torch.device
+) -> tuple[ClefModel, torch.optim.Optimizer, tuple[int, int]]:
+    """The stage's model on `device` and its optimiser, and the (epoch, global step) to start
+    from: from `init_from`'s weights, or, when Ray restarted the worker, from the last reported
+    checkpoint (weights, optimiser, epoch and step)."""
+    torch.manual_seed(stage.cfg.seed)
+    model = stage.build_model()
+    if init_from:  # a local folder or a URI every node reads (clef_core.common.storage)
+        with local_copy(init_from) as init_dir:
+            load_weights(init_dir, model, strict=False)
+    model.to(device)
+    opt = stage.optimizer(model)
+    start = (0, 0)  # epoch, global step
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # a restarted run: continue where the last report left off
+        with checkpoint.as_directory() as d:
+            load_weights(Path(d), model, opt, map_location=device)
+            meta = read_meta(Path(d))
+        start = (meta["epoch"] + 1, meta["step"])
+    return model, opt, start
+
+
+def _datasets(cfg: ExperimentConfig, stage: Stage) -> dict[str, ray.data.Dataset]:
     """The plan's splits as Ray Datasets ("train", and stage 2's "test"): decoded in Ray Data
     tasks from the shards, or from the decoded cache in memory (`compute.cache_decoded`)."""
-    shard_dir = cfg.data.shard_dir
+    shard_dir, plan = cfg.data.shard_dir, stage.plan
     side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
-    index = plan.activity_index
+    index = stage.activity_index
 
     def source(split: Split, shuffle: bool) -> ray.data.Dataset:
         seed = cfg.seed if shuffle else None
@@ -142,20 +154,19 @@ def run_stage(
     cfg: ExperimentConfig,
     job: StageJob,
     storage: Where,
-    tracking_uri: str | None = None,
-    run_id: str | None = None,
+    tracker: TrackerFactory | None = None,
 ) -> StageResult:
     """Plan `job`, build its Ray Datasets, fit a TorchTrainer, return the final checkpoint (on
-    this machine: a download when `storage` is a URI)."""
+    this machine: a download when `storage` is a URI). `tracker`: what rank 0 logs each
+    epoch's metrics through (None: nothing is logged)."""
     plan = plan_stage(cfg, job)
-    stage = Stage(cfg, plan)
+    stage = make_stage(cfg, plan)
     workers = cfg.compute.num_workers
     loop_config: dict[str, Any] = {
         "experiment": cfg.model_dump(mode="json"),
         "job": asdict(job),
         "plan": plan,
-        "tracking_uri": tracking_uri,
-        "run_id": run_id,
+        "tracker": tracker,
         "local_batch": stage.batch_per_worker(workers),
         "steps_per_epoch": stage.steps_per_epoch(plan.rows),
     }
@@ -180,11 +191,10 @@ def run_stage(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.compute.max_failures),
         ),
-        datasets=_datasets(cfg, plan),
+        datasets=_datasets(cfg, stage),
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
     assert result.checkpoint is not None
-    tracker_for(0, tracking_uri, run_id).log_metrics(plan.record, 0)
     final = Path(result.checkpoint.path) if store.local else Path(result.checkpoint.to_directory())
     return StageResult(final, dict(result.metrics or {}) | plan.record)

@@ -1,23 +1,27 @@
-"""The two CLEF stages, one factory each way: what a stage reads and what it does.
+"""The two CLEF stages: what each reads and what it does, chosen once by its number.
 
-- `plan_stage` (the driver): which rows a stage reads. Stage 1: the activity rows of its
-  sources (`selection`), labelled by activity. Stage 2: one dataset's labelled rows of the
-  training parts and of the test parts, its label space and its class weights.
-- `Stage` (every worker): its hyper-parameters and learning rate, the model it starts from,
-  its training step (`method.steps.pretrain_step`, Eq. 2; `finetune_step`, Eq. 6), its
-  held-out score (`metrics_of`: f1_mean per AU or accuracy) and what its checkpoint holds.
+- `Pretraining` (stage 1): the activity rows of its sources (`selection`), labelled by
+  activity; two augmented views per image; `method.steps.pretrain_step` (Eq. 2).
+- `FineTuning` (stage 2): one dataset's labelled rows of the training parts and of the test
+  parts, its label space and class weights; one view; `finetune_step` (Eq. 6); the held-out
+  score (`metrics_of`: f1_mean per AU or accuracy); a linear head in the N/D ablation.
 
-`loop.run_loop` drives a `Stage`, on a Ray Train worker (`ray_train`) or in-process
-(`local`). Nothing here imports Ray.
+`stage_type` maps a stage number to its kind, the only place one is tested: `plan_stage`
+(the driver) asks it which rows a job reads, `make_stage` (every worker) builds the `Stage`
+that `loop.run_loop` drives, on a Ray Train worker (`ray_train`) or in-process (`local`).
+Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -28,8 +32,8 @@ from clef_core.common.errors import ClefError
 from clef_core.common.manifest import read_manifest
 from clef_core.common.storage import Where
 from clef_core.method.checkpoint import save_checkpoint, save_predictions
-from clef_core.method.config import ExperimentConfig, Stage1Config, Stage2Config
-from clef_core.method.labels import LabelSpace
+from clef_core.method.config import AugmentConfig, ExperimentConfig, Stage1Config, Stage2Config
+from clef_core.method.labels import LabelSpace, shard_label_space
 from clef_core.method.model import ClefModel, build_model, tokenizer_for
 from clef_core.method.steps import (
     Gather,
@@ -39,6 +43,7 @@ from clef_core.method.steps import (
     make_optimizer,
     metrics_of,
     no_gather,
+    predict,
     pretrain_step,
     warmup_cosine,
 )
@@ -46,6 +51,8 @@ from clef_core.method.weights import au_pos_weights, expression_weights
 from clef_core.training.cache import read_table, shard_files, split_mask
 from clef_core.training.data import keep_rows
 from clef_core.training.selection import select_stage1, stage1_rows
+
+Batch = dict[str, torch.Tensor]  # a batch as the inputs deliver it (uint8 images, labels)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ class Split:
 
 @dataclass(frozen=True)
 class StagePlan:
-    """What a stage reads, decided once on the driver and sent to every worker."""
+    """What a stage reads, decided once on the driver and sent to every worker (plain data:
+    `stage` names the `Stage` type each worker builds with `make_stage`)."""
 
     stage: int
     train: tuple[Split, ...]
@@ -83,13 +91,6 @@ class StagePlan:
     weights: tuple[float, ...] | None = None  # stage 2: class weights of the training rows
     record: dict[str, float] = field(default_factory=dict)  # stage 1: rows read per activity
 
-    @property
-    def activity_index(self) -> dict[str, int] | None:
-        """Stage 1: "dataset/task" -> activity label (what the input pipelines attach)."""
-        if self.stage != 1:
-            return None
-        return {f"{d}/{t}": i for i, (d, t) in enumerate(self.activities)}
-
 
 def activities_of(shard_dir: Where, datasets: tuple[str, ...]) -> list[tuple[str, str]]:
     """Every (dataset, task) with rows, in a fixed order: the stage-1 activity labels."""
@@ -97,15 +98,6 @@ def activities_of(shard_dir: Where, datasets: tuple[str, ...]) -> list[tuple[str
     for d in datasets:
         out += [(d, t) for t in read_manifest(shard_dir, d).tasks]
     return out
-
-
-def label_space_of(shard_dir: Where, dataset: str) -> LabelSpace:
-    m = read_manifest(shard_dir, dataset)
-    return LabelSpace.aus(m.au_ids) if m.au_ids else LabelSpace.expressions(m.classes)
-
-
-def _label_column(space: LabelSpace) -> str:
-    return "au" if space.kind == "au" else "expression"
 
 
 def _class_weights(values: np.ndarray, space: LabelSpace) -> tuple[float, ...]:
@@ -146,52 +138,16 @@ def plan_stage(
     arrays: dict[str, np.ndarray] | None = None,
     space: LabelSpace | None = None,
 ) -> StagePlan:
-    """The rows `job` reads. With `arrays` (the one dataset's decoded columns, as
-    `cache.decoded_arrays` has them), stage 1's selection and stage 2's class weights come
-    from them; otherwise from the shards' id and label columns. `space`: stage 2's labels
-    when they are not the shards' (zero-shot trains on a subset of classes)."""
-    shard_dir = cfg.data.shard_dir
+    """The rows `job` reads, as its stage (`stage_type`) plans them. With `arrays` (the one
+    dataset's decoded columns, as `cache.decoded_arrays` has them), stage 1's selection and
+    stage 2's class weights come from them; otherwise from the shards' id and label columns.
+    `space`: stage 2's labels when they are not the shards' (zero-shot trains on a subset of
+    classes)."""
+    kind = stage_type(job.stage)  # first: an unknown stage fails before any shard is read
+    parts = (job.train_parts or ()) + (job.test_parts or ())
     for d in job.datasets:
-        _check_parts(shard_dir, d, (job.train_parts or ()) + (job.test_parts or ()), arrays)
-    if job.stage == 1:
-        cap = cfg.stage1.frames_per_activity
-        splits, rows = [], 0
-        record: dict[str, float] = {}
-        for d in job.datasets:
-            # BP4D: its coded frames; BP4D+: a capped sample per activity (`selection`).
-            if arrays is not None:
-                sel = select_stage1(d, arrays, job.train_parts, cap)
-            else:
-                sel = stage1_rows(shard_dir, d, job.train_parts, cap)
-            record |= sel.record()
-            rows += sel.rows
-            splits.append(Split(d, job.train_parts, sel.labels, sel.limit))
-        activities = tuple(activities_of(shard_dir, job.datasets))
-        return StagePlan(1, tuple(splits), rows, activities=activities, record=record)
-    dataset = job.datasets[0]
-    space = space or label_space_of(shard_dir, dataset)
-    column = _label_column(space)
-    if arrays is not None:
-        mask = split_mask(arrays, job.train_parts, column)
-        # arrays made in code (tests) may have no subjects: only a label fraction needs them
-        who = arrays["subject"][mask] if "subject" in arrays else None
-        values = arrays[column][mask]
-    else:
-        who, values = _shard_labels(shard_dir, dataset, job.train_parts, column)
-    keep = None
-    if cfg.stage2.label_fraction < 1:  # fewer labelled subjects; weights from the kept rows
-        if who is None:
-            raise ClefError("stage2.label_fraction < 1 needs the rows' subject column")
-        keep = label_subjects(who, cfg.stage2.label_fraction, cfg.stage2.label_seed)
-        values = values[np.isin(who, keep)]
-    return StagePlan(
-        2,
-        (Split(dataset, job.train_parts, column, subjects=keep),),
-        len(values),
-        test=Split(dataset, job.test_parts, column),
-        space=space,
-        weights=_class_weights(values, space),
-    )
+        _check_parts(cfg.data.shard_dir, d, parts, arrays)
+    return kind.plan_job(cfg, job, arrays, space)
 
 
 def _check_parts(
@@ -215,19 +171,53 @@ def _check_parts(
         )
 
 
-class Stage:
-    """One stage of the method, as every worker runs it (the plan says what it reads)."""
+class Stage(ABC):
+    """One stage of the method, as every worker runs it (the plan says what it reads). The two
+    kinds, `Pretraining` (stage 1) and `FineTuning` (stage 2), carry everything that differs
+    between them, so callers ask the stage and never test its number; `make_stage` picks one."""
+
+    number: ClassVar[int]  # 1 or 2: the config section's name and the checkpoint's meta
+    views: ClassVar[int]  # augmented views of each image the step takes
 
     def __init__(self, cfg: ExperimentConfig, plan: StagePlan):
         self.cfg, self.plan = cfg, plan
-        self.number = plan.stage
-        self.hp: Stage1Config | Stage2Config = cfg.stage1 if plan.stage == 1 else cfg.stage2
-        if plan.stage == 1:
-            self.lr = cfg.stage1.lr
-        else:  # the paper's per-dataset rate
-            self.lr = cfg.stage2.lr_for(plan.train[0].dataset)
-        self.views = 2 if plan.stage == 1 else 1  # augmented views of each image
-        self.augment = self.hp.augment
+        # Resolved here: a dataset without a stage-2 rate fails on the driver, not a worker.
+        self.lr = self.peak_lr()
+
+    @classmethod
+    @abstractmethod
+    def plan_job(
+        cls,
+        cfg: ExperimentConfig,
+        job: StageJob,
+        arrays: dict[str, np.ndarray] | None,
+        space: LabelSpace | None,
+    ) -> StagePlan:
+        """The rows `job` reads (`plan_stage` has checked its fold parts)."""
+
+    @property
+    @abstractmethod
+    def hp(self) -> Stage1Config | Stage2Config:
+        """The stage's section of the config: epochs, batch, schedule, augmentation."""
+
+    @abstractmethod
+    def peak_lr(self) -> float:
+        """The learning rate the schedule warms up to."""
+
+    @abstractmethod
+    def step_fn(
+        self, model: nn.Module, device: torch.device, rng_seed: int, gather: Gather = no_gather
+    ) -> StepFn:
+        """The training step on one batch of model views: its loss and the loss's parts."""
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return self.hp.augment
+
+    @property
+    def activity_index(self) -> dict[str, int] | None:
+        """The activity label of each "dataset/task", when the inputs must carry one (stage 1)."""
+        return None
 
     @functools.cached_property
     def tokenizer(self) -> Callable:
@@ -240,10 +230,7 @@ class Stage:
     def build_model(self) -> ClefModel:
         """The model this stage starts from (before any weights are loaded into it)."""
         cfg = self.cfg
-        model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
-        if self.number == 2 and cfg.stage2.head == "linear" and self.space is not None:
-            model.set_linear_head(self.space.n)
-        return model
+        return build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
 
     def optimizer(self, model: nn.Module) -> torch.optim.AdamW:
         return make_optimizer(model, self.lr, self.hp.weight_decay)
@@ -268,36 +255,15 @@ class Stage:
         warm = int(self.hp.warmup_epochs * steps_per_epoch)
         return lambda s: warmup_cosine(s, total, warm, self.lr, self.hp.min_lr)
 
-    def step_fn(
-        self,
-        model: nn.Module,
-        device: torch.device,
-        rng_seed: int,
-        gather: Gather = no_gather,
-    ) -> StepFn:
-        """The training step on one batch of model views: its loss and the loss's parts."""
-        import random
-
-        tok = self.tokenizer
-        rng = random.Random(rng_seed)  # draws the prompts' templates and descriptions
-        if self.number == 1:
-            activities = list(self.plan.activities)
-            return lambda b: pretrain_step(model, b, tok, activities, self.cfg.stage1, rng, gather)  # type: ignore[arg-type]
-        space, s2 = self.space, self.cfg.stage2
-        assert space is not None and self.plan.weights is not None
-        weights = torch.tensor(self.plan.weights, dtype=torch.float32, device=device)
-        return lambda b: finetune_step(model, b, tok, space, s2, weights, rng)  # type: ignore[arg-type]
-
     def evaluates(self, epoch: int) -> bool:
-        """Stage 2 scores its held-out rows after the last epoch (the fold's result: no model
-        selection on the test part), and after each epoch when asked (the curves)."""
-        last = epoch == self.hp.epochs - 1
-        return self.number == 2 and (last or self.cfg.stage2.eval_every_epoch)
+        """Whether the held-out rows are scored after `epoch` (`heldout`)."""
+        return False
 
-    def score(self, pred: Predictions) -> dict[str, float]:
-        """Held-out metrics: f1_mean (AUs) or accuracy (expressions), their baselines, AUC."""
-        assert self.space is not None
-        return metrics_of(pred, self.space, self.cfg.stage2.threshold)
+    def heldout(
+        self, model: ClefModel, batches: Iterable[Batch], device: torch.device, precision: str
+    ) -> tuple[Predictions, dict[str, float]]:
+        """The held-out predictions and their metrics; only a stage that `evaluates` has them."""
+        raise ClefError(f"stage {self.number} has no held-out rows to score")
 
     def save(
         self,
@@ -314,3 +280,157 @@ class Stage:
         if predictions is not None:
             save_predictions(directory / "predictions.npz", predictions)
         return directory
+
+
+class Pretraining(Stage):
+    """Stage 1: activity-supervised cross-modal contrastive pre-training (Eq. 1-2) on two
+    augmented views of each image, labelled by its activity; no held-out scoring."""
+
+    number = 1
+    views = 2  # x and x~ (Eq. 1's alpha and beta for L_II)
+
+    @classmethod
+    def plan_job(
+        cls,
+        cfg: ExperimentConfig,
+        job: StageJob,
+        arrays: dict[str, np.ndarray] | None,
+        space: LabelSpace | None,
+    ) -> StagePlan:
+        """The activity rows of `job`'s sources: BP4D's coded frames, a capped sample per
+        BP4D+ activity (`selection`); the labels are every (dataset, task) in a fixed order."""
+        shard_dir, cap = cfg.data.shard_dir, cfg.stage1.frames_per_activity
+        splits, rows = [], 0
+        record: dict[str, float] = {}
+        for d in job.datasets:
+            if arrays is not None:
+                sel = select_stage1(d, arrays, job.train_parts, cap)
+            else:
+                sel = stage1_rows(shard_dir, d, job.train_parts, cap)
+            record |= sel.record()
+            rows += sel.rows
+            splits.append(Split(d, job.train_parts, sel.labels, sel.limit))
+        activities = tuple(activities_of(shard_dir, job.datasets))
+        return StagePlan(cls.number, tuple(splits), rows, activities=activities, record=record)
+
+    @property
+    def hp(self) -> Stage1Config:
+        return self.cfg.stage1
+
+    def peak_lr(self) -> float:
+        return self.cfg.stage1.lr
+
+    @property
+    def activity_index(self) -> dict[str, int]:
+        return {f"{d}/{t}": i for i, (d, t) in enumerate(self.plan.activities)}
+
+    def step_fn(
+        self, model: nn.Module, device: torch.device, rng_seed: int, gather: Gather = no_gather
+    ) -> StepFn:
+        tok, s1 = self.tokenizer, self.cfg.stage1
+        rng = random.Random(rng_seed)  # draws the activity prompts' templates
+        activities = list(self.plan.activities)
+        return lambda b: pretrain_step(model, b, tok, activities, s1, rng, gather)
+
+
+class FineTuning(Stage):
+    """Stage 2: fine-tuning one dataset against its label names and descriptions (Eq. 3-6),
+    or a linear head (ablation), with class weights; scores its held-out rows."""
+
+    number = 2
+    views = 1
+
+    def __init__(self, cfg: ExperimentConfig, plan: StagePlan):
+        super().__init__(cfg, plan)
+        if plan.space is None or plan.weights is None:
+            raise ClefError("a stage-2 plan needs its label space and class weights")
+        self.labels: LabelSpace = plan.space
+
+    @classmethod
+    def plan_job(
+        cls,
+        cfg: ExperimentConfig,
+        job: StageJob,
+        arrays: dict[str, np.ndarray] | None,
+        space: LabelSpace | None,
+    ) -> StagePlan:
+        """One dataset's labelled training rows (a `label_fraction` of its subjects) and test
+        rows, its label space, and class weights from the kept training labels."""
+        shard_dir, dataset = cfg.data.shard_dir, job.datasets[0]
+        space = space or shard_label_space(shard_dir, dataset)
+        column = space.column
+        if arrays is not None:
+            mask = split_mask(arrays, job.train_parts, column)
+            # arrays made in code (tests) may have no subjects: only a label fraction needs them
+            who = arrays["subject"][mask] if "subject" in arrays else None
+            values = arrays[column][mask]
+        else:
+            who, values = _shard_labels(shard_dir, dataset, job.train_parts, column)
+        keep = None
+        if cfg.stage2.label_fraction < 1:  # fewer labelled subjects; weights from the kept rows
+            if who is None:
+                raise ClefError("stage2.label_fraction < 1 needs the rows' subject column")
+            keep = label_subjects(who, cfg.stage2.label_fraction, cfg.stage2.label_seed)
+            values = values[np.isin(who, keep)]
+        return StagePlan(
+            cls.number,
+            (Split(dataset, job.train_parts, column, subjects=keep),),
+            len(values),
+            test=Split(dataset, job.test_parts, column),
+            space=space,
+            weights=_class_weights(values, space),
+        )
+
+    @property
+    def hp(self) -> Stage2Config:
+        return self.cfg.stage2
+
+    def peak_lr(self) -> float:
+        return self.cfg.stage2.lr_for(self.plan.train[0].dataset)  # the paper's per-dataset rate
+
+    def build_model(self) -> ClefModel:
+        model = super().build_model()
+        if self.cfg.stage2.head == "linear":  # the ablation without N and D
+            model.set_linear_head(self.labels.n)
+        return model
+
+    def step_fn(
+        self, model: nn.Module, device: torch.device, rng_seed: int, gather: Gather = no_gather
+    ) -> StepFn:
+        # No gather: each worker's loss is its own batch's, DDP averages the gradients.
+        tok, space, s2 = self.tokenizer, self.labels, self.cfg.stage2
+        rng = random.Random(rng_seed)  # draws the descriptions and their templates
+        assert self.plan.weights is not None  # checked in __init__
+        weights = torch.tensor(self.plan.weights, dtype=torch.float32, device=device)
+        return lambda b: finetune_step(model, b, tok, space, s2, weights, rng)
+
+    def evaluates(self, epoch: int) -> bool:
+        """After the last epoch (the fold's result: no model selection on the test part), and
+        after each epoch when asked (the curves)."""
+        return epoch == self.hp.epochs - 1 or self.cfg.stage2.eval_every_epoch
+
+    def score(self, pred: Predictions) -> dict[str, float]:
+        """Held-out metrics: f1_mean (AUs) or accuracy (expressions), their baselines, AUC."""
+        return metrics_of(pred, self.labels, self.cfg.stage2.threshold)
+
+    def heldout(
+        self, model: ClefModel, batches: Iterable[Batch], device: torch.device, precision: str
+    ) -> tuple[Predictions, dict[str, float]]:
+        pred = predict(model, batches, self.tokenizer, self.labels, device, precision)
+        return pred, self.score(pred)
+
+
+# The one place a stage's number becomes its behaviour.
+STAGES: dict[int, type[Stage]] = {1: Pretraining, 2: FineTuning}
+
+
+def stage_type(number: int) -> type[Stage]:
+    """The `Stage` kind of stage `number` (1 or 2)."""
+    if number not in STAGES:
+        raise ClefError(f"stage must be 1 or 2, got {number}")
+    return STAGES[number]
+
+
+def make_stage(cfg: ExperimentConfig, plan: StagePlan) -> Stage:
+    """The stage `plan` was made for, as every worker (and the in-process runner) runs it."""
+    return stage_type(plan.stage)(cfg, plan)

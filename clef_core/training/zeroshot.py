@@ -41,14 +41,14 @@ import torch
 from clef_core.common.datasets import REGISTRY
 from clef_core.common.errors import ClefError
 from clef_core.common.manifest import read_manifest
+from clef_core.common.results import ZS_AU_TO_FER, ZS_UNSEEN
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
 from clef_core.method.metrics import accuracy, macro_ovr_auc
 from clef_core.method.model import ClefModel, tokenizer_for
 from clef_core.method.steps import OnStep, predict
-from clef_core.tracking.paper import ZS_AU_TO_FER, ZS_UNSEEN
 from clef_core.training.cache import cached_split, decoded_arrays, source_size
-from clef_core.training.local import column_batches, run_local_stage
+from clef_core.training.local import CPU, column_batches, run_local_stage
 from clef_core.training.protocol import (
     ZEROSHOT_AU,
     ZEROSHOT_FERS,
@@ -59,12 +59,11 @@ from clef_core.training.protocol import (
 
 SEEN = ("happiness", "sadness", "surprise", "anger")  # ours: the BP4D activities' targets
 ROWS = ("CLEF", "FaRL")  # the poster's rows: stage 1 first, or not
-CPU = torch.device("cpu")
 
 
 @dataclass
 class ZeroShotResult:
-    experiment: str  # paper.ZS_UNSEEN or paper.ZS_AU_TO_FER
+    experiment: str  # ZS_UNSEEN or ZS_AU_TO_FER (`clef_core.common.results`)
     dataset: str  # the FER dataset tested
     row: str  # "CLEF" (stage 1, then stage 2) or "FaRL" (stage 2 only)
     seed: int
@@ -133,10 +132,10 @@ def _classes_subset(
 
 
 def _score(
-    model: ClefModel, cfg: ExperimentConfig, dataset: str, unseen: list[str]
+    model: ClefModel, cfg: ExperimentConfig, dataset: str, unseen: list[str], device: torch.device
 ) -> tuple[int, dict[str, float]]:
     """Frames and `score_both` of `dataset`'s test rows of the `unseen` classes, each scored
-    against every class of the dataset."""
+    against every class of the dataset (on `device`, where `model` is)."""
     classes = read_manifest(cfg.data.shard_dir, dataset).classes
     index = [classes.index(c) for c in unseen]
     test = cached_split(_arrays(cfg, dataset), (1,), "expression")
@@ -145,16 +144,21 @@ def _score(
         raise ClefError(f"zero-shot: no test frame of {dataset}'s {', '.join(unseen)}")
     space = LabelSpace.expressions(classes)
     batches = column_batches(test, 256, shuffle=False)
-    pred = predict(model, batches, tokenizer_for(model.config), space, CPU, cfg.compute.precision)
+    pred = predict(
+        model, batches, tokenizer_for(model.config), space, device, cfg.compute.precision
+    )
     return len(pred.targets), score_both(pred.scores, pred.targets, index)
 
 
 class Starts:
     """What each row's stage 2 starts from, for one config (seed): the stage-1 models,
-    each trained once on first use and shared by the experiments that start from it."""
+    each trained once on first use and shared by the experiments that start from it. Every
+    training and scoring of the experiments runs on its `device`."""
 
-    def __init__(self, cfg: ExperimentConfig, on_step: OnStep | None) -> None:
-        self.cfg, self.on_step = cfg, on_step
+    def __init__(
+        self, cfg: ExperimentConfig, on_step: OnStep | None, device: torch.device = CPU
+    ) -> None:
+        self.cfg, self.on_step, self.device = cfg, on_step, device
         self.models: dict[Unit, ClefModel] = {}
 
     def model(self, row: str, dataset: str) -> ClefModel | None:
@@ -165,8 +169,9 @@ class Starts:
         unit = stage1_of(dataset)
         if unit not in self.models:
             self.models[unit] = run_local_stage(
-                self.cfg, 1, unit.dataset, unit.train_parts, on_step=self.on_step
-            ).model
+                self.cfg, 1, unit.dataset, unit.train_parts, on_step=self.on_step,
+                device=self.device,
+            ).model  # fmt: skip
         return self.models[unit]
 
     def name(self, row: str, dataset: str) -> str:
@@ -205,18 +210,20 @@ def unseen_expressions(
     row: str = "FaRL",
     starts: Starts | None = None,
     on_step: OnStep | None = None,
+    device: torch.device = CPU,
 ) -> ZeroShotResult:
-    """Experiment 1: stage 2 on `seen` expressions of `dataset`, test on the others."""
+    """Experiment 1: stage 2 on `seen` expressions of `dataset`, test on the others (on
+    `starts.device`, or `device` without `starts`)."""
     check(cfg, [dataset], [row])
     seen, unseen = _seen_unseen(cfg, dataset, seen)
-    starts = starts or Starts(cfg, on_step)
+    starts = starts or Starts(cfg, on_step, device)
     arrays = _arrays(cfg, dataset)
     train = _classes_subset(arrays, read_manifest(cfg.data.shard_dir, dataset).classes, seen)
     model = run_local_stage(
         cfg, 2, dataset, (0,), init=starts.model(row, dataset), on_step=starts.on_step,
-        arrays=train, space=LabelSpace.expressions(seen),
+        arrays=train, space=LabelSpace.expressions(seen), device=starts.device,
     ).model  # fmt: skip
-    frames, scores = _score(model, cfg, dataset, unseen)
+    frames, scores = _score(model, cfg, dataset, unseen, starts.device)
     return ZeroShotResult(
         ZS_UNSEEN, dataset, row, cfg.seed, f"{dataset}: {_names(seen)}",
         f"{dataset}: {_names(unseen)}", starts.name(row, dataset), frames, **scores,
@@ -230,21 +237,23 @@ def aus_to_expressions(
     row: str = "FaRL",
     starts: Starts | None = None,
     on_step: OnStep | None = None,
+    device: torch.device = CPU,
 ) -> list[ZeroShotResult]:
     """Experiment 2: stage 2 on `au_dataset`'s AUs (fold 1's training parts), then each of
-    `datasets`' test rows, every expression scored by its name (one result per dataset)."""
+    `datasets`' test rows, every expression scored by its name (one result per dataset; on
+    `starts.device`, or `device` without `starts`)."""
     check(cfg, datasets, [row])
-    starts = starts or Starts(cfg, on_step)
+    starts = starts or Starts(cfg, on_step, device)
     unit = stage2_unit(au_dataset, 1, False)
     model = run_local_stage(
         cfg, 2, au_dataset, unit.train_parts, init=starts.model(row, au_dataset),
-        on_step=starts.on_step,
+        on_step=starts.on_step, device=starts.device,
     ).model  # fmt: skip
     au_ids = read_manifest(cfg.data.shard_dir, au_dataset).au_ids
     results = []
     for dataset in datasets:
         classes = read_manifest(cfg.data.shard_dir, dataset).classes
-        frames, scores = _score(model, cfg, dataset, classes)
+        frames, scores = _score(model, cfg, dataset, classes, starts.device)
         results.append(ZeroShotResult(
             ZS_AU_TO_FER, dataset, row, cfg.seed, f"{au_dataset} fold 1: {len(au_ids)} AUs",
             f"{dataset}: {_names(classes)}", starts.name(row, au_dataset), frames, **scores,
@@ -274,16 +283,18 @@ def run_zeroshot(
     rows: Sequence[str] = ROWS,
     seeds: Sequence[int] | None = None,
     on_step: OnStep | None = None,
+    device: torch.device = CPU,
 ) -> list[ZeroShotResult]:
-    """Both experiments on every dataset, for every row and seed (default: the config's);
-    every setting is checked before any training; `on_step` is called after every step."""
+    """Both experiments on every dataset, for every row and seed (default: the config's), on
+    `device` (the caller's choice; CPU when it makes none); every setting is checked before
+    any training; `on_step` is called after every step."""
     check(cfg, datasets, rows)
     for dataset in datasets:
         _seen_unseen(cfg, dataset, seen)
     results: list[ZeroShotResult] = []
     for seed in seeds if seeds else [cfg.seed]:
         run = cfg.model_copy(update={"seed": seed})
-        starts = Starts(run, on_step)  # stage 1 once per seed, shared by the experiments
+        starts = Starts(run, on_step, device)  # stage 1 once per seed, shared by the experiments
         for row in rows:
             results += [unseen_expressions(run, d, seen, row, starts) for d in datasets]
             results += aus_to_expressions(run, au_dataset, datasets, row, starts)

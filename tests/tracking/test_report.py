@@ -15,11 +15,11 @@ import pytest
 from rich.console import Console
 from rich.markdown import Markdown
 
+from clef_core.common.results import UnitResult
 from clef_core.method.labels import LabelSpace
 from clef_core.method.steps import Predictions, metrics_of
 from clef_core.tracking import paper
 from clef_core.tracking.report import write_report
-from clef_core.training.experiment import UnitResult
 
 BP4D = LabelSpace.aus([1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24])
 DISFA = LabelSpace.aus([1, 2, 4, 6, 9, 12, 25, 26])

@@ -13,8 +13,8 @@ import pytest
 
 from clef_core.common.errors import ClefError
 from clef_core.method.config import ABLATIONS, ablation_names, load_config
+from clef_core.run.reproduction import ReproductionParams, plan_reproduction
 from clef_core.tracking import paper
-from flows.clef_flow import ReproductionParams, checked
 
 
 def _params(tmp: Path, **kw: object) -> ReproductionParams:
@@ -29,7 +29,8 @@ def test_every_paper_row_has_one_name_and_all_names_them(tmp_path: Path) -> None
     assert ablation_names(["all"]) == list(ABLATIONS)
     assert ablation_names(["SSL+N+D", "PI"]) == ["PI", "SSL+N+D"]
     assert ablation_names(["N+D", "baseline", "PA+PI+N"]) == ["FaRL-I", "FaRL-I+N+D", "PA+PI+N"]
-    cfgs, plans, _ = checked(_params(tmp_path, ablations=["all"]))
+    planned = plan_reproduction(_params(tmp_path, ablations=["all"]))
+    cfgs, plans = planned.configs, planned.plans
     assert list(cfgs) == ["PA+PI+N+D", *(n for n in ABLATIONS if n != "PA+PI+N+D")]
     for name, cfg in cfgs.items():
         comps = paper.components_of(name)
@@ -49,13 +50,13 @@ def test_each_row_starts_from_its_sources_weights(tmp_path: Path) -> None:
     clip, farl = tmp_path / "openai-b16.pt", tmp_path / "farl.pt"
     clip.write_bytes(b"x")
     farl.write_bytes(b"x")
-    cfgs, _, _ = checked(_params(tmp_path, ablations=["all"], weights={"clip": clip}))
+    cfgs = plan_reproduction(_params(tmp_path, ablations=["all"], weights={"clip": clip})).configs
     assert {n: c.model.init_weights for n, c in cfgs.items() if c.model.init_weights} == {
         "CLIP-I": clip, "CLIP-I+N": clip, "CLIP-I+N+D": clip,
     }  # fmt: skip
     # FaRL's file from --weights farl=, or the config's model.init_weights; never for CLIP.
     for kw in ({"weights": {"farl": farl}}, {"overrides": [f"model.init_weights={farl}"]}):
-        cfgs, _, _ = checked(_params(tmp_path, ablations=["all"], **kw))
+        cfgs = plan_reproduction(_params(tmp_path, ablations=["all"], **kw)).configs
         for name, cfg in cfgs.items():
             assert cfg.model.init_weights == (None if name.startswith("CLIP") else farl), name
 
@@ -72,7 +73,7 @@ def test_a_bad_row_or_weights_fails_with_one_message(
     tmp_path: Path, kw: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ClefError, match=message.replace("+", r"\+")):
-        checked(_params(tmp_path, **kw))
+        plan_reproduction(_params(tmp_path, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +93,17 @@ def test_stage1_then_a_linear_head_trains_and_the_evaluation_step_agrees(
 ) -> None:
     """Row PI (stage 1 on images, then the image encoder's linear head: no text in stage 2),
     a combination only Table 6 has, trained in-process; its checkpoint scored by the flow's
-    evaluation step (`evaluate_unit`) gives the training's own held-out metrics."""
+    evaluation step (`evaluation_step`) gives the training's own held-out metrics."""
     import torch
 
+    from clef_core.common.results import UnitResult
     from clef_core.method.checkpoint import save_checkpoint
     from clef_core.method.config import ablation_overrides
     from clef_core.method.labels import LabelSpace
-    from clef_core.training.evaluate import evaluate_unit
+    from clef_core.run.evaluate import evaluation_step
     from clef_core.training.heldout import read_predictions
     from clef_core.training.local import run_local_stage
+    from clef_core.training.protocol import Unit
 
     torch.set_num_threads(2)
     cfg = load_config("cpu-tiny", [*ablation_overrides("PI"), f"data.data_dir={data_dir}", *SHORT])
@@ -111,7 +114,9 @@ def test_stage1_then_a_linear_head_trains_and_the_evaluation_step_agrees(
     assert np.isfinite(s1.losses).all() and np.isfinite(s2.losses).all()
     space = LabelSpace.aus([1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24])
     checkpoint = save_checkpoint(tmp_path / "checkpoint", s2.model, cfg, 2, 6, 1, space)
-    metrics = evaluate_unit(cfg, checkpoint, "bp4d", (1, 2), (0,), tmp_path / "evaluation")
+    unit = Unit(2, "bp4d", 1)  # trains on parts 1, 2; tests on part 0
+    trained = UnitResult(unit.name, 2, "bp4d", 1, "key", str(checkpoint), {})
+    metrics = evaluation_step(cfg, unit, trained).metrics  # into tmp_path / "evaluation"
     for key in ("f1_mean", "f1_baseline_mean", "auc_mean", "f1_au12"):
         assert metrics[key] == pytest.approx(s2.metrics[key], abs=1e-6), key
     pred, _, meta = read_predictions(tmp_path / "evaluation" / "predictions.parquet")

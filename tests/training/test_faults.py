@@ -1,4 +1,4 @@
-"""Faults a long run meets (README, "Faults a long run meets"), against real components: an
+"""Faults a long run meets (docs/faults.md), against real components: an
 MLflow server (one per module, killed by PID and started again on the same port and store),
 a local Ray instance, the synthetic shards.
 
@@ -31,10 +31,13 @@ from pathlib import Path
 import pytest
 
 from clef_core.common.errors import ClefError
+from clef_core.common.results import UnitResult
 from clef_core.method.config import ExperimentConfig, load_config
-from clef_core.tracking.runbook import RunBook, SpoolTracker, flush_spool, pending, spool_dir
-from clef_core.training.experiment import UnitResult, cached_result, key_of, run_unit, unit_dir
+from clef_core.run.unit import run_unit
+from clef_core.tracking.runbook import RunBook
+from clef_core.tracking.spool import SpoolTracker, flush_spool, pending, spool_dir
 from clef_core.training.protocol import Unit
+from clef_core.training.unit_cache import cached_result, key_of, unit_dir
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +154,7 @@ def test_tracking_calls_survive_an_outage(
     during the outage says what is not logged and how, and `flush_spool` sends it later."""
     from mlflow import MlflowClient
 
-    from clef_core.tracking.runbook import not_logged_message
+    from clef_core.tracking.spool import not_logged_message
 
     client = MlflowClient(server.uri)
     exp = client.create_experiment("faults-spool")
@@ -308,12 +311,12 @@ def test_a_unit_lock_held_by_another_process_is_waited_for(
 ) -> None:
     """The per-unit lock across processes (what two `clef reproduce` runs meet): the second
     waits, says for whom, and goes on only once the first let go; a killed holder frees it."""
-    from clef_core.training.experiment import unit_lock
+    from clef_core.training.unit_cache import unit_lock
 
     folder = tmp_path / "runs" / "s1-bp4d-fold1-abc"
     done = tmp_path / "first-finished"
     holder = (
-        "import sys, time; from pathlib import Path; from clef_core.training.experiment import unit_lock\n"
+        "import sys, time; from pathlib import Path; from clef_core.training.unit_cache import unit_lock\n"
         f"with unit_lock(Path({str(folder)!r}), 'u'):\n"
         "    print('held', flush=True); time.sleep(3)\n"
         f"    Path({str(done)!r}).write_text('x')\n"

@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
+from clef_core.common.results import UnitResult
 from clef_core.method.config import load_config
+from clef_core.run.unit import run_unit
 from clef_core.tracking.runbook import RunBook
-from clef_core.training.experiment import UnitResult, run_unit
 from clef_core.training.heldout import read_predictions
 from clef_core.training.protocol import stage2_unit
 
@@ -101,8 +102,10 @@ def test_au_predictions_recompute_the_reported_metrics(
 def test_fer_predictions_recompute_accuracy_majority_and_auc(
     shard_dir: Path, tmp_path: Path
 ) -> None:
+    from clef_core.run.evaluate import evaluate
     from clef_core.training.cache import row_key
-    from clef_core.training.heldout import metrics_from, save_held_out
+    from clef_core.training.heldout import metrics_from
+    from clef_core.training.protocol import Unit
 
     test = _shards(shard_dir, "rafdb", ["subject", "task", "frame", "part", "expression"])
     test = test[(test.part == 1) & (test.expression >= 0)].sample(frac=1.0, random_state=0)
@@ -117,7 +120,9 @@ def test_fer_predictions_recompute_accuracy_majority_and_auc(
     np.savez(checkpoint / "predictions.npz", scores=scores, targets=target, rows=rows,
              features=np.zeros((0, 4)))  # fmt: skip
     path = tmp_path / "predictions.parquet"
-    metrics = save_held_out(checkpoint, path, shard_dir, "rafdb", (0,), (1,), 0.5)
+    cfg = load_config("cpu-tiny", [f"data.shards={shard_dir}"])  # threshold 0.5
+    unit = Unit(2, "rafdb", 1)  # trains on part 0, tests on part 1
+    metrics = evaluate(cfg, checkpoint, unit, tmp_path, saved=True).metrics
     table = pq.read_table(path).to_pandas()
     _, _, info = read_predictions(path)
     assert len(table) == len(test) and not table.duplicated(["subject", "task", "frame"]).any()
@@ -139,7 +144,7 @@ def test_fer_predictions_recompute_accuracy_majority_and_auc(
     # A data path that lost the row keys still yields every metric (ids empty), not a failure.
     np.savez(checkpoint / "predictions.npz", scores=scores, targets=target,
              features=np.zeros((0, 4)))  # fmt: skip
-    assert save_held_out(checkpoint, path, shard_dir, "rafdb", (0,), (1,), 0.5) == metrics
+    assert evaluate(cfg, checkpoint, unit, tmp_path, saved=True).metrics == metrics
     assert read_predictions(path)[2]["ids"] is False
 
 
@@ -173,3 +178,43 @@ def test_report_of_real_units_fits_80_columns(
     console.print(Markdown(text))
     rendered = console.export_text()
     assert "…" not in rendered and max(map(len, rendered.splitlines())) <= 80
+
+
+def test_the_evaluation_step_writes_its_results_while_mlflow_is_down(
+    shard_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The flow's evaluation step has training's outage tolerance: with no tracking server
+    it scores the checkpoint afresh, writes metrics.json and predictions.parquet, warns in
+    one line and returns the metrics (it used to fail creating its MLflow run)."""
+    import json
+    import logging
+
+    import torch
+
+    from clef_core.common.results import UnitResult
+    from clef_core.method.checkpoint import save_checkpoint
+    from clef_core.method.labels import shard_label_space
+    from clef_core.method.model import build_model
+    from clef_core.run.evaluate import evaluation_step
+    from clef_core.training.protocol import Unit
+
+    torch.manual_seed(0)
+    cfg = load_config("cpu-tiny", [f"data.data_dir={shard_dir.parent}"])
+    model = build_model(cfg.model, cfg.stage2.logit_scale_init, cfg.stage2.logit_scale_max)
+    space = shard_label_space(cfg.data.shard_dir, "rafdb")
+    checkpoint = save_checkpoint(tmp_path / "unit" / "checkpoint", model, cfg, 2, 1, 0, space)
+    unit = Unit(2, "rafdb", 1)
+    trained = UnitResult(unit.name, 2, "rafdb", 1, "key", str(checkpoint), {"accuracy": 0.5})
+    book = RunBook("http://127.0.0.1:9", "clef", "outage", spool=tmp_path / "spool")  # no one
+    caplog.set_level(logging.WARNING, logger="clef.tracking")
+    scored = evaluation_step(cfg, unit, trained, book)
+    out = tmp_path / "unit" / "evaluation"
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(
+        {
+            k: v
+            for k, v in scored.metrics.items()
+            if k in ("accuracy", "accuracy_baseline", "auc_macro")
+        }
+    )
+    assert read_predictions(out / "predictions.parquet")[2]["test_parts"] == [1]
+    assert any("could not make its run" in r.getMessage() for r in caplog.records)

@@ -5,7 +5,7 @@ predicting every AU present, and ranks them well above chance (ROC-AUC).
 
 The faces show the renderer's prototypical expressions (tests/faces.py) at strong
 intensities, so a few hundred steps suffice; how far the same model gets on the synthetic
-BP4D's subtle, spontaneous AUs is measured by bench/ablation.py (README, "Training from
+BP4D's subtle, spontaneous AUs is measured by bench/ablation.py (docs/measurements.md, "Training from
 scratch"). A broken loss, schedule, augmentation or label path lands near the always-present
 F1 and an AUC near 0.5 and fails here (checked: the same run with the training faces' labels
 shuffled among them scores F1 16.8 against 31.1 always present and AUC 0.51).

@@ -19,8 +19,9 @@ from clef_core.common.storage import location, upload_shards
 from clef_core.method.checkpoint import load_weights, read_meta
 from clef_core.method.config import load_config
 from clef_core.method.model import build_model
-from clef_core.training.experiment import run_unit, stored_unit_dir
+from clef_core.run.unit import run_unit
 from clef_core.training.protocol import Unit
+from clef_core.training.unit_cache import stored_unit_dir
 from tests.ray_state import train_workers
 from tests.s3server import BUCKET, s3_server
 

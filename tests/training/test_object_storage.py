@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from clef_core.common.results import UnitResult
 from clef_core.common.storage import location, upload_shards
 from clef_core.method.checkpoint import checkpoint_problem, read_meta
 from clef_core.method.config import ExperimentConfig, load_config
-from clef_core.training.experiment import UnitResult, key_of, run_unit, stored_unit_dir
+from clef_core.run.unit import run_unit
 from clef_core.training.protocol import Unit, stage2_unit
+from clef_core.training.unit_cache import key_of, stored_unit_dir
 from tests.ray_state import gone, train_workers
 from tests.s3server import BUCKET, s3_server
 

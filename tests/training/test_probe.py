@@ -111,14 +111,18 @@ def test_clef_probe_writes_the_figures(shard_dir: Path, tmp_path: Path) -> None:
 
     from flows.cli import app
 
-    data = tmp_path / "data"
+    # A data dir named with a comment mark, a YAML mapping mark and spaces (issue #29): the
+    # command's outputs land in it (the MLflow store and decoded cache by default), not in a
+    # folder cut at the '#'.
+    data = tmp_path / "my runs #2: probe"
     data.mkdir()
     (data / "shards").symlink_to(shard_dir)
     out, store = tmp_path / "probe.json", f"sqlite:///{data / 'mlflow.db'}"
     result = CliRunner().invoke(app, ["probe", "--model", "random", "--dataset", "bp4d",
-                                      "--fold", "1", "--data-dir", str(data), "--out", str(out),
-                                      "--mlflow-uri", store])  # fmt: skip
+                                      "--fold", "1", "--data-dir", str(data), "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert {"mlflow.db", "cache", "shards"} <= {p.name for p in data.iterdir()}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("my runs")] == [data.name]
     got = json.loads(out.read_text())
     for key in ("au_f1", "au_f1_always", "au_auc", "activity_acc", "identity_acc"):
         assert 0.0 <= got[key] <= 1.0, key

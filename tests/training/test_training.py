@@ -29,7 +29,7 @@ from tests.faces import expression_faces
 
 CPU = torch.device("cpu")
 # The classes below are marked by a colour cast, so the models see the paper's RGB input here
-# (cpu-tiny's grey per-image input removes colour by design; README, "Training from scratch").
+# (cpu-tiny's grey per-image input removes colour by design; docs/measurements.md, "Training from scratch").
 # The faces here are 64 px, so the model is too (cpu-tiny's 96 px would only cost time).
 RGB = ["model.input_norm=clip", "model.inline.image_size=64"]
 # Four BP4D activities, each shown here through its target emotion.

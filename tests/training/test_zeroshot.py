@@ -108,8 +108,7 @@ def test_results_are_recorded_one_run_each_and_reported_beside_the_poster(
     from mlflow import MlflowClient
 
     from clef_core.tracking.report import write_report
-    from clef_core.tracking.zeroshot_report import mean_sd
-    from flows.clef_flow import record_zeroshot
+    from clef_core.tracking.zeroshot_report import mean_sd, record_zeroshot
     from flows.train import run_book
 
     out, cfg = results
