@@ -10,7 +10,7 @@ worker group's start-up per run) and scored on the held-out part: mean AU F1 at 
 0.5 threshold, mean per-AU ROC-AUC, and the F1 of predicting every AU present. Written to
 MLflow (one parent run, a nested run per row and seed) and to `<out>/ablation.md` + `.png`.
 
-    .venv/bin/python bench/ablation.py [--data-dir data] [--seeds 0 1 2] [--set stage2.steps_per_epoch=400]
+    .venv/bin/python -m bench.ablation [--data-dir data] [--seeds 0 1 2] [--set stage2.steps_per_epoch=400]
 
 Shards: those of `<data-dir>/shards/bp4d` (the demo's); missing, they are made from
 `<data-dir>/synthetic` (generated with the demo preset when absent).
@@ -23,12 +23,16 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bench import common
+from bench.common import Parent
 from clef_core.method.config import ABLATIONS, ablation_name
 
 DEFAULT_ROWS = ["FaRL-I", "FaRL-I+N+D", "PI+N+D", "PA+PI+N+D"]
+METRICS = ("f1", "auc", "always_f1")
 
 
 def row_name(text: str) -> str:
@@ -51,24 +55,6 @@ def describe(row: str) -> tuple[str, str]:
     return stage1, head
 
 
-def ensure_shards(data_dir: Path) -> Path:
-    """The BP4D shards under data_dir (made in-process from the synthetic data if absent)."""
-    shards = data_dir / "shards"
-    if (shards / "bp4d" / "manifest.json").is_file():
-        return shards
-    from preprocessing.pipeline import PreprocessOptions, finish, plan, process_sequence
-    from synthetic.generate import generate
-    from synthetic.spec import make_spec
-
-    synth = data_dir / "synthetic"
-    if not (synth / "BP4D").is_dir():
-        generate(make_spec(synth, "demo", datasets=("bp4d",)), show_progress=True)
-    opts = PreprocessOptions("bp4d", synth / "BP4D", shards)
-    sequences, issues = plan(opts)
-    finish(opts, [process_sequence(opts, s) for s in sequences], issues)
-    return shards
-
-
 def run_row(row: str, seed: int, data_dir: Path, sets: list[str], fold: int) -> dict[str, float]:
     """Train one row with one seed; its held-out scores (clef_core.training.local.heldout_scores)."""
     from clef_core.method.config import ablation_overrides, load_config
@@ -85,35 +71,23 @@ def run_row(row: str, seed: int, data_dir: Path, sets: list[str], fold: int) -> 
     return heldout_scores(result.predictions)
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-    return float(np.mean(values)), sd
-
-
-def _pm(mean: float, sd: float, digits: int) -> str:
-    """The mean and its sd over seeds (one seed has no sd: its mean alone)."""
-    text = f"{mean:.{digits}f}"
-    return text if math.isnan(sd) else f"{text} +- {sd:.{digits}f}"
-
-
 def markdown(
     summary: dict[str, dict[str, tuple[float, float]]], seeds: list[int], wall: float
 ) -> str:
-    lines = [
+    caption = (
         f"Synthetic BP4D fold 1, cpu-tiny, seeds {', '.join(map(str, seeds))} "
-        f"(mean +- sd over seeds; F1 at threshold 0.5; {wall / 60:.0f} min on this machine)",
-        "",
-        "| row | stage 1 | head | mean F1 | mean AUC | always-present F1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    what = {row: describe(row) for row in summary}
+        f"(mean +- sd over seeds; F1 at threshold 0.5; {wall / 60:.0f} min on this machine)"
+    )
+    header = ["row", "stage 1", "head", "mean F1", "mean AUC", "always-present F1"]
+    rows = []
     for row, s in summary.items():
         f1, auc, base = s["f1"], s["auc"], s["always_f1"]
-        lines.append(
-            f"| {row} | {what[row][0]} | {what[row][1]} | {_pm(100 * f1[0], 100 * f1[1], 1)} "
-            f"| {_pm(auc[0], auc[1], 3)} | {100 * base[0]:.1f} |"
+        stage1, head = describe(row)
+        f1_text = common.pm(100 * f1[0], 100 * f1[1], 1)
+        rows.append(
+            [row, stage1, head, f1_text, common.pm(auc[0], auc[1], 3), f"{100 * base[0]:.1f}"]
         )
-    return "\n".join(lines) + "\n"
+    return common.table(caption, header, rows)
 
 
 def plot(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> Path:
@@ -144,107 +118,101 @@ def plot(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> Path
     fig.suptitle(
         "Table 6 rows on synthetic BP4D fold 1 (cpu-tiny, mean +- sd over seeds)", fontsize=9
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path, 110)
 
 
-def main() -> None:
-    from clef_core.common.runtime import configure_process
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = common.parser(__doc__, ".bench/ablation")
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, type=row_name, metavar="ROW",
+                   help=f"Table 6 rows: {', '.join(ABLATIONS)}")  # fmt: skip
+    return p.parse_args(argv)
 
-    configure_process()  # an entry point: the service environment, as `clef` sets it
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, type=row_name,
-                        metavar="ROW", help=f"Table 6 rows: {', '.join(ABLATIONS)}")  # fmt: skip
-    parser.add_argument("--fold", type=int, default=1, choices=[1, 2, 3])
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--out", type=Path, default=Path(".bench/ablation"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--mlflow-uri", default=None, help="default: SQLite in the data dir")
-    args = parser.parse_args()
 
-    import torch
-    from mlflow import MlflowClient
-    from rich.console import Console
-    from rich.markdown import Markdown
+def run_jobs(args: argparse.Namespace, parent: Parent, console: Any) -> dict[str, list[dict]]:
+    """Every row with every seed (a seed's rows together): its scores, a nested run each."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from clef_core.common.runtime import default_tracking_uri, use_data_dir
+    scores: dict[str, list[dict[str, float]]] = {r: [] for r in args.rows}
+    jobs = [(seed, row) for seed in args.seeds for row in args.rows]
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console,
+    ) as progress:  # fmt: skip
+        bar = progress.add_task("ablation", total=len(jobs))
+        for seed, row in jobs:
+            progress.update(bar, description=f"{row} seed {seed}")
+            run_id = parent.start_nested(f"{row}-seed{seed}", {"clef.ablation": row})
+            t0 = time.perf_counter()
+            s = run_row(row, seed, args.data_dir, args.sets, args.fold)
+            s["seconds"] = time.perf_counter() - t0
+            parent.end_nested(run_id, {"seed": seed}, s)
+            scores[row].append(s)
+            progress.console.print(
+                f"{row:10s} seed {seed}: F1 {100 * s['f1']:.1f} (always {100 * s['always_f1']:.1f})"
+                f" AUC {s['auc']:.3f}  {s['seconds']:.0f} s"
+            )
+            progress.advance(bar)
+    return scores
+
+
+def summarize(scores: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, tuple]]:
+    """Row -> metric -> (mean, sd over seeds)."""
+    return {
+        row: {k: common.mean_sd([s[k] for s in runs]) for k in METRICS}
+        for row, runs in scores.items()
+    }
+
+
+def log_summary(parent: Parent, summary: dict[str, dict[str, tuple]], wall: float) -> None:
+    """Each row's means (and sds, with more than one seed) and the wall time, on the parent."""
+    for row, stats in summary.items():
+        label = row.replace("+", "_")  # MLflow metric names: no "+"
+        for k, (m, sd) in stats.items():
+            parent.log_metric(f"{k}_{label}", m)
+            if not math.isnan(sd):
+                parent.log_metric(f"{k}_sd_{label}", sd)
+    parent.log_metric("wall_seconds", wall)
+
+
+def write_outputs(
+    args: argparse.Namespace, scores: dict, summary: dict[str, dict[str, tuple]], wall: float
+) -> str:
+    """ablation.md (the table, returned), .json (every run) and .png (the plot) in --out."""
+    text = markdown(summary, args.seeds, wall)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ablation.md").write_text(text)
+    (args.out / "ablation.json").write_text(
+        json.dumps({"scores": scores, "wall_s": wall}, indent=1)
+    )
+    plot(summary, args.out / "ablation.png")
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = common.entry(parse, argv)
+    from rich.console import Console
+    from rich.markdown import Markdown
+
     from flows.console import print_table
 
-    torch.set_num_threads(args.threads)
     console = Console()
-    data_dir = use_data_dir(args.data_dir)
-    ensure_shards(data_dir)
-    uri = args.mlflow_uri or default_tracking_uri(data_dir)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("clef-ablation")
-    exp_id = exp.experiment_id if exp else client.create_experiment("clef-ablation")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    parent = client.create_run(exp_id, run_name=f"ablation-{stamp}").info.run_id
-    client.log_param(parent, "seeds", json.dumps(args.seeds))
-    client.log_param(parent, "overrides", json.dumps(args.sets))
-    client.log_param(parent, "fold", args.fold)
+    common.prepare(args)
+    common.ensure_shards(args.data_dir)
+    parent = Parent(args, "clef-ablation", "ablation")
+    overrides = json.dumps(args.sets)
+    parent.log_params({"seeds": json.dumps(args.seeds), "overrides": overrides, "fold": args.fold})
     start = time.perf_counter()
-    scores: dict[str, list[dict[str, float]]] = {r: [] for r in args.rows}
-    jobs = [(seed, row) for seed in args.seeds for row in args.rows]  # a seed's rows together
-    try:
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console,
-        ) as progress:  # fmt: skip
-            bar = progress.add_task("ablation", total=len(jobs))
-            for seed, row in jobs:
-                progress.update(bar, description=f"{row} seed {seed}")
-                run = client.create_run(
-                    exp_id, run_name=f"{row}-seed{seed}",
-                    tags={"mlflow.parentRunId": parent, "clef.ablation": row},
-                )  # fmt: skip
-                t0 = time.perf_counter()
-                s = run_row(row, seed, data_dir, args.sets, args.fold)
-                s["seconds"] = time.perf_counter() - t0
-                client.log_param(run.info.run_id, "seed", seed)
-                for k, v in s.items():
-                    client.log_metric(run.info.run_id, k, v)
-                client.set_terminated(run.info.run_id)
-                scores[row].append(s)
-                progress.console.print(
-                    f"{row:10s} seed {seed}: F1 {100 * s['f1']:.1f} (always {100 * s['always_f1']:.1f})"
-                    f" AUC {s['auc']:.3f}  {s['seconds']:.0f} s"
-                )
-                progress.advance(bar)
+    with parent.running():
+        scores = run_jobs(args, parent, console)
         wall = time.perf_counter() - start
-        summary = {
-            row: {k: mean_sd([s[k] for s in runs]) for k in ("f1", "auc", "always_f1")}
-            for row, runs in scores.items()
-        }
-        for row, stats in summary.items():
-            label = row.replace("+", "_")  # MLflow metric names: no "+"
-            for k, (m, sd) in stats.items():
-                client.log_metric(parent, f"{k}_{label}", m)
-                if not math.isnan(sd):
-                    client.log_metric(parent, f"{k}_sd_{label}", sd)
-        client.log_metric(parent, "wall_seconds", wall)
-        table = markdown(summary, args.seeds, wall)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "ablation.md").write_text(table)
-        (args.out / "ablation.json").write_text(
-            json.dumps({"scores": scores, "wall_s": wall}, indent=1)
-        )
-        plot(summary, args.out / "ablation.png")
-        for file in ("ablation.md", "ablation.png", "ablation.json"):
-            client.log_artifact(parent, str(args.out / file))
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
-        raise
-    client.set_terminated(parent)
-    print_table(console, Markdown(table))
+        summary = summarize(scores)
+        log_summary(parent, summary, wall)
+        text = write_outputs(args, scores, summary, wall)
+        parent.log_artifacts(args.out, ("ablation.md", "ablation.png", "ablation.json"))
+    print_table(console, Markdown(text))
     console.print(
-        f"{args.out / 'ablation.md'}, {args.out / 'ablation.png'}; MLflow {uri} run {parent}"
+        f"{args.out / 'ablation.md'}, {args.out / 'ablation.png'}; MLflow {parent.uri} run "
+        f"{parent.run_id}"
     )
 
 

@@ -3,7 +3,7 @@
 #   1. the GPU tests: bf16 training steps against float32 (tests/method/test_steps_gpu.py),
 #      `clef predict` on CUDA against the CPU (tests/inference/test_predict_gpu.py), and the
 #      stage-1 gather across workers (tests/method/test_dist.py);
-#   2. bench/gpu_train.py with the paper preset (ViT-B/16) on CUDA, torch.compile'd steps
+#   2. `python3 -m bench.gpu_train` with the paper preset (ViT-B/16) on CUDA, torch.compile'd steps
 #      included while its 380-s budget lasts (killed at 440 s: under 8 minutes; it saves its
 #      results after every measurement).
 #
@@ -50,6 +50,6 @@ timeout 120 $py -m pytest -q -p no:cacheprovider -rs \
     tests/method/test_steps_gpu.py tests/inference/test_predict_gpu.py tests/method/test_dist.py \
     2>&1 | tee "$out/pytest.txt" || status=1
 
-timeout 440 $py bench/gpu_train.py --preset paper --device cuda --compile --budget-s 380 \
+timeout 440 $py -m bench.gpu_train --preset paper --device cuda --compile --budget-s 380 \
     --out "$out" 2>&1 | tee "$out/gpu_train.log" || status=1
 exit $status

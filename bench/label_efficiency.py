@@ -13,12 +13,12 @@ training longer. Stage 1 is trained once per seed (it reads no AU labels, so the
 does not touch it) on what the protocol's BP4D stage 1 reads: the coded frames of the training
 parts (`clef_core.training.selection`), and its model starts every fraction's stage 2.
 
-In-process (`clef_core.training.local.run_local_stage`, as bench/ablation.py, whose helpers
-this reuses); scored on the held-out part: mean AU F1 at 0.5, mean per-AU ROC-AUC, and the F1
-of predicting every AU present. Written to MLflow (one parent run, a nested run per row,
+In-process (`clef_core.training.local.run_local_stage`, as `bench.ablation`; the helpers they
+share are `bench.common`'s); scored on the held-out part: mean AU F1 at 0.5, mean per-AU
+ROC-AUC, and the F1 of predicting every AU present. Written to MLflow (one parent run, a nested run per row,
 fraction and seed) and to `<out>/label_efficiency.md`, `.json` and `.png`.
 
-    .venv/bin/python bench/label_efficiency.py [--data-dir data] [--seeds 0 1 2] \
+    .venv/bin/python -m bench.label_efficiency [--data-dir data] [--seeds 0 1 2] \
         [--fractions 0.1 0.25 1] [--set stage2.steps_per_epoch=300]
 """
 
@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ablation.py's helpers
-
-from ablation import _pm, ensure_shards, mean_sd
+from bench import common
+from bench.common import Parent
 
 ROWS = ("PA+PI+N+D", "FaRL-I+N+D")  # with stage 1 first: its steps set the other's
 METRICS = ("f1", "auc", "always_f1")
@@ -51,8 +49,8 @@ class Bench:
     """One seed's runs: the shared data, stage 1 once, then each row at each fraction."""
 
     def __init__(self, data_dir: Path, sets: list[str], fold: int):
+        from clef_core.method.labels import shard_label_space
         from clef_core.training.cache import decoded_arrays, source_size
-        from clef_core.training.stages import label_space_of
 
         self.data_dir, self.sets = data_dir, sets
         self.train = tuple(p for p in range(3) if p != fold - 1)
@@ -60,7 +58,7 @@ class Bench:
         cfg = self.config("PA+PI+N+D", 0, 1.0)
         side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
         self.arrays = decoded_arrays(cfg.data.shard_dir, "bp4d", side)  # once for every run
-        self.space = label_space_of(cfg.data.shard_dir, "bp4d")
+        self.space = shard_label_space(cfg.data.shard_dir, "bp4d")
         self.stage1: Any = None  # the seed's stage-1 model
         self.stage1_steps = 0
 
@@ -117,7 +115,7 @@ def summarize(scores: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, A
     """Row -> fraction -> metric -> (mean, sd over seeds), and n (the seeds)."""
     return {
         row: {
-            frac: {**{k: mean_sd([r[k] for r in runs]) for k in METRICS}, "n": len(runs)}
+            frac: {**{k: common.mean_sd([r[k] for r in runs]) for k in METRICS}, "n": len(runs)}
             for frac, runs in by_fraction.items()
         }
         for row, by_fraction in scores.items()
@@ -126,21 +124,18 @@ def summarize(scores: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, A
 
 def markdown(summary: dict[str, Any], seeds: list[int], wall: float, steps: str) -> str:
     """The table: row x fraction, mean +- sd F1 and AUC over seeds, always-present F1, n."""
-    lines = [
+    caption = (
         f"Synthetic BP4D fold 1, cpu-tiny, seeds {', '.join(map(str, seeds))} (mean +- sd over "
-        f"seeds; F1 at threshold 0.5; {steps}; {wall / 60:.0f} min on this machine)",
-        "",
-        "| row | label fraction (subjects) | mean F1 | mean AUC | always-present F1 | n |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row, by_fraction in summary.items():
-        for frac, s in by_fraction.items():
-            f1, auc, base = s["f1"], s["auc"], s["always_f1"]
-            lines.append(
-                f"| {row} | {float(frac):g} | {_pm(100 * f1[0], 100 * f1[1], 1)} "
-                f"| {_pm(auc[0], auc[1], 3)} | {100 * base[0]:.1f} | {s['n']} |"
-            )
-    return "\n".join(lines) + "\n"
+        f"seeds; F1 at threshold 0.5; {steps}; {wall / 60:.0f} min on this machine)"
+    )
+    header = ["row", "label fraction (subjects)", "mean F1", "mean AUC", "always-present F1", "n"]
+    rows = [
+        [row, f"{float(frac):g}", common.pm(100 * s["f1"][0], 100 * s["f1"][1], 1),
+         common.pm(s["auc"][0], s["auc"][1], 3), f"{100 * s['always_f1'][0]:.1f}", s["n"]]
+        for row, by_fraction in summary.items()
+        for frac, s in by_fraction.items()
+    ]  # fmt: skip
+    return common.table(caption, header, rows)
 
 
 def plot(
@@ -178,40 +173,22 @@ def plot(
     ax.set_ylabel("held-out mean AU F1 (%)")
     ax.legend(fontsize=7, loc="best")
     ax.set_title("Label efficiency, synthetic BP4D fold 1 (cpu-tiny; points: seeds)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path, 120)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--fractions", type=_fraction, nargs="+", default=[0.1, 0.25, 1.0])
-    parser.add_argument("--fold", type=int, default=1, choices=[1, 2, 3])
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--out", type=Path, default=Path(".bench/label_efficiency"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--mlflow-uri", default=None, help="default: SQLite in the data dir")
-    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
-                        help="no training: one table of these runs' label_efficiency.json "
-                        "(e.g. one process per seed)")  # fmt: skip
-    return parser.parse_args(argv)
+    p = common.parser(__doc__, ".bench/label_efficiency")
+    p.add_argument("--fractions", type=_fraction, nargs="+", default=[0.1, 0.25, 1.0])
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="no training: one table of these runs' label_efficiency.json "
+                   "(e.g. one process per seed)")  # fmt: skip
+    return p.parse_args(argv)
 
 
 def merge(args: argparse.Namespace) -> Path:
     """One table, JSON and plot of several runs' JSON (seeds run in separate processes)."""
-    scores: dict[str, dict[str, list]] = {}
-    wall = 0.0
-    for path in args.merge:
-        data = json.loads(path.read_text())
-        wall = max(wall, data["wall_s"])  # run side by side: the longest
-        for row, by_fraction in data["scores"].items():
-            for frac, runs in by_fraction.items():
-                if runs:  # a partial run's fractions not reached have none
-                    scores.setdefault(row, {}).setdefault(frac, []).extend(runs)
+    scores, data = common.read_merged(args.merge, "scores")  # a partial run's empty fractions: none
+    wall = max([0.0, *(d["wall_s"] for d in data)])  # run side by side: the longest
     args.seeds = sorted({r["seed"] for by in scores.values() for rs in by.values() for r in rs})
     args.out.mkdir(parents=True, exist_ok=True)
     write_outputs(args, scores, wall)
@@ -253,61 +230,31 @@ def run_all(args: argparse.Namespace, log: Any, nested: Any) -> dict[str, dict[s
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark; the folder its table, JSON and plot are in."""
-    from clef_core.common.runtime import configure_process
-
-    configure_process()  # an entry point: the service environment, as `clef` sets it
-    args = parse(argv)
+    args = common.entry(parse, argv)
     if args.merge:
         return merge(args)
-    import torch
-    from mlflow import MlflowClient
-
-    from clef_core.common.runtime import default_tracking_uri, use_data_dir
-
-    torch.set_num_threads(args.threads)
-    args.data_dir = use_data_dir(args.data_dir)
-    ensure_shards(args.data_dir)
-    uri = args.mlflow_uri or default_tracking_uri(args.data_dir)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("clef-label-efficiency")
-    exp_id = exp.experiment_id if exp else client.create_experiment("clef-label-efficiency")
-    parent = client.create_run(
-        exp_id, run_name=f"label-efficiency-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    parent_id = parent.info.run_id
-    for key, value in (
-        ("seeds", args.seeds),
-        ("fractions", args.fractions),
-        ("overrides", args.sets),
-    ):
-        client.log_param(parent_id, key, json.dumps(value))
-    client.log_param(parent_id, "fold", args.fold)
+    common.prepare(args)
+    common.ensure_shards(args.data_dir)
+    parent = Parent(args, "clef-label-efficiency", "label-efficiency")
+    parent.log_params({key: json.dumps(value) for key, value in (
+        ("seeds", args.seeds), ("fractions", args.fractions), ("overrides", args.sets)
+    )} | {"fold": args.fold})  # fmt: skip
 
     def nested(name: str, tags: dict[str, str], s: dict[str, Any]) -> None:
-        run = client.create_run(
-            exp_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **tags}
-        )
-        client.log_param(run.info.run_id, "subjects", ",".join(s["subjects"]) or "all")
-        for k, v in s.items():
-            if isinstance(v, (int, float)):
-                client.log_metric(run.info.run_id, k, float(v))
-        client.set_terminated(run.info.run_id)
+        metrics = {k: float(v) for k, v in s.items() if isinstance(v, (int, float))}
+        parent.nested(name, tags, {"subjects": ",".join(s["subjects"]) or "all"}, metrics)
 
     start = time.perf_counter()
-    try:
+    with parent.running():
         scores = run_all(args, lambda text: print(text, flush=True), nested)
         wall = time.perf_counter() - start
         args.out.mkdir(parents=True, exist_ok=True)
         write_outputs(args, scores, wall)
-        for name in ("label_efficiency.md", "label_efficiency.json", "label_efficiency.png"):
-            client.log_artifact(parent_id, str(args.out / name))
-        client.log_metric(parent_id, "wall_seconds", wall)
-    except BaseException:
-        client.set_terminated(parent_id, "FAILED")
-        raise
-    client.set_terminated(parent_id)
+        names = ("label_efficiency.md", "label_efficiency.json", "label_efficiency.png")
+        parent.log_artifacts(args.out, names)
+        parent.log_metric("wall_seconds", wall)
     print((args.out / "label_efficiency.md").read_text())
-    print(f"{args.out}; MLflow {uri} run {parent_id}")
+    print(f"{args.out}; MLflow {parent.uri} run {parent.run_id}")
     return args.out
 
 

@@ -12,7 +12,7 @@ fresh processes on a video and on one twice as long.
 Then BP4D-size JPEG frames (1040 x 1392 portrait, a face ~3x the crop): the pipeline with
 frames decoded at full size and at the reduced size it picks (`reduce_decode`).
 
-    .venv/bin/python bench/preprocess_speed.py [--frames 600] [--rounds 5]
+    .venv/bin/python -m bench.preprocess_speed [--frames 600] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import torch
 from rich.progress import track
 
+from bench.common import entry
 from faces.decode import Backend, iter_video
 from preprocessing.pipeline import PreprocessOptions, plan, process_sequence
 from synthetic.generate import generate
@@ -86,69 +89,99 @@ def peak_rss(root: Path, shards: Path) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
-def main() -> None:
-    from clef_core.common.runtime import configure_process
+@dataclass
+class Measured:
+    videos: int
+    frames: int  # of the videos, and faces found in them
+    faces: int
+    best: dict[str, float]  # each decoder's and the pipeline's best frames per CPU-second
+    rss: tuple[float, float]  # peak RSS (MB), a video and one twice as long
+    large: dict[bool, float]  # BP4D-size JPEG frames per CPU-second, by reduce_decode
 
-    configure_process()  # an entry point: the service environment, as `clef` sets it
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    cv2.setNumThreads(1)  # per core: one sequence per single-threaded task (as in Ray tasks)
-    torch.set_num_threads(1)
+    return parser.parse_args(argv)
+
+
+def interleaved(work: dict[Any, Callable[[], int]], rounds: int, what: str) -> dict[Any, float]:
+    """Each work's best frames per CPU-second over `rounds` rounds of all of them in turn."""
+    best: dict[Any, float] = dict.fromkeys(work, 0.0)
+    for _ in track(range(rounds), description=what):
+        for name, fn in work.items():
+            best[name] = max(best[name], cpu_rate(fn))
+    return best
+
+
+def video_rates(root: Path, shards: Path, rounds: int) -> tuple[dict[str, float], list, int]:
+    """Decode-only and whole-pipeline rates on the DISFA videos under `root`, the pipeline's
+    last results and the number of videos."""
+    videos = sorted((root / "Videos_LeftCamera").glob("*.avi"))
+    opts = PreprocessOptions("disfa", root, shards, force=True)
+    sequences = plan(opts)[0]
+    results = [process_sequence(opts, seq) for seq in sequences]  # warm-up (imports)
+
+    def decode(backend: Backend) -> Callable[[], int]:
+        return lambda: sum(1 for v in videos for _ in iter_video(v, backend))
+
+    def pipeline() -> int:
+        results[:] = [process_sequence(opts, seq) for seq in sequences]
+        return sum(r.frames for r in results)
+
+    work: dict[str, Callable[[], int]] = {b: decode(b) for b in BACKENDS}
+    work["pipeline"] = pipeline
+    return interleaved(work, rounds, "interleaved rounds"), results, len(videos)
+
+
+def measure(args: argparse.Namespace) -> Measured:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         # A DISFA video holds 4x frames_per_task frames; BP4D has 8 tasks x 3 subjects.
         short = synth(base / "a", "disfa", args.frames // 4, (640, 480))
         long = synth(base / "b", "disfa", args.frames // 2, (640, 480))
-        videos = sorted((short / "Videos_LeftCamera").glob("*.avi"))
-        opts = PreprocessOptions("disfa", short, base / "s", force=True)
-        sequences = plan(opts)[0]
-        results = [process_sequence(opts, seq) for seq in sequences]  # warm-up (imports)
-
-        def decode(backend: Backend) -> Callable[[], int]:
-            return lambda: sum(1 for v in videos for _ in iter_video(v, backend))
-
-        def pipeline() -> int:
-            results[:] = [process_sequence(opts, seq) for seq in sequences]
-            return sum(r.frames for r in results)
-
-        work: dict[str, Callable[[], int]] = {b: decode(b) for b in BACKENDS}
-        work["pipeline"] = pipeline
-        best = dict.fromkeys(work, 0.0)
-        for _ in track(range(args.rounds), description="interleaved rounds"):
-            for name, fn in work.items():
-                best[name] = max(best[name], cpu_rate(fn))
+        best, results, videos = video_rates(short, base / "s", args.rounds)
         rss = peak_rss(short, base / "r1"), peak_rss(long, base / "r2")
         large = synth(base / "c", "bp4d", max(1, args.frames // 24), (1040, 1392))
         jpeg = {
             r: PreprocessOptions("bp4d", large, base / f"j{r}", force=True, reduce_decode=r)
             for r in (False, True)
         }
-        large_rate = dict.fromkeys(jpeg, 0.0)
-        for _ in track(range(args.rounds), description="BP4D-size frames"):
-            for r, o in jpeg.items():
-                large_rate[r] = max(large_rate[r], cpu_rate(whole_dataset(o)))
-    fastest = max(BACKENDS, key=best.__getitem__)
+        work = {r: whole_dataset(o) for r, o in jpeg.items()}
+        large_rate = interleaved(work, args.rounds, "BP4D-size frames")
     frames, faces = sum(r.frames for r in results), sum(r.faces for r in results)
-    print(f"{len(videos)} videos, {frames} frames, best of {args.rounds} interleaved rounds")
+    return Measured(videos, frames, faces, best, rss, large_rate)
+
+
+def report(m: Measured, args: argparse.Namespace) -> None:
+    best, rss = m.best, m.rss
+    fastest = max(BACKENDS, key=best.__getitem__)
+    print(f"{m.videos} videos, {m.frames} frames, best of {args.rounds} interleaved rounds")
     for backend in BACKENDS:
         print(f"decode only, {backend:<7}    : {best[backend]:6.0f} frames per CPU-second")
     print(
         f"whole pipeline          : {best['pipeline']:6.0f} frames per CPU-second "
         f"({100 * best['pipeline'] / best[fastest]:.0f}% of {fastest}; target >= 200)"
     )
-    print(f"faces found             : {100 * faces / frames:6.1f} %")
+    print(f"faces found             : {100 * m.faces / m.frames:6.1f} %")
     print(f"peak RSS, {args.frames} frames    : {rss[0]:6.0f} MB")
     print(
         f"peak RSS, {2 * args.frames} frames   : {rss[1]:6.0f} MB ({100 * (rss[1] / rss[0] - 1):+.1f}%)"
     )
 
-    full, reduced = large_rate[False], large_rate[True]
+    full, reduced = m.large[False], m.large[True]
     print(f"BP4D-size JPEG, full    : {full:6.0f} frames per CPU-second")
     print(f"BP4D-size JPEG, reduced : {reduced:6.0f} frames per CPU-second ({reduced / full:.2f}x)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = entry(parse, argv)
+    cv2.setNumThreads(1)  # per core: one sequence per single-threaded task (as in Ray tasks)
+    torch.set_num_threads(1)
+    report(measure(args), args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ accuracy on unseen tasks of the training people). Mean +- sd over seeds to `<out
 `.json`, `.png` and one MLflow parent run (experiment `clef-probe`) with a nested run per row
 and seed.
 
-    .venv/bin/python bench/probes.py [--data-dir data] [--seeds 0 1 2] [--corpus bp4d_plus]
+    .venv/bin/python -m bench.probes [--data-dir data] [--seeds 0 1 2] [--corpus bp4d_plus]
         [--set stage1.steps_per_epoch=300]
 
 Shards: those of `<data-dir>/shards` (the demo's; `--corpus bp4d_plus` needs its shards too).
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from bench import common
+from bench.common import Parent
 
 # Stage 1 in each pairing (config overrides); "random" is no stage 1 at all.
 ROWS: dict[str, tuple[str, ...]] = {
@@ -68,53 +68,41 @@ def summarise(scores: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         out: dict[str, Any] = {"label": row, "model": row, "dataset": "bp4d",
                                "fold": runs[0]["fold"], "seeds": len(runs)}  # fmt: skip
         for k in KEYS:
-            values = [float(r[k]) for r in runs]
-            out[k] = float(np.mean(values))
-            out[f"{k}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            out[k], out[f"{k}_sd"] = common.mean_sd([float(r[k]) for r in runs])
         rows.append(out)
     return rows
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
-    def pm(r: dict[str, Any], k: str) -> str:
+    def mean(r: dict[str, Any], k: str) -> str:
         scale, digits = (1, 3) if k == "au_auc" else (100, 1)  # AUC as a fraction
-        sd = r[f"{k}_sd"]
-        text = f"{scale * r[k]:.{digits}f}"
-        return text + ("" if math.isnan(sd) else f" +- {scale * sd:.{digits}f}")
+        return common.pm(scale * r[k], scale * r[f"{k}_sd"], digits)
 
-    lines = [
+    caption = (
         f"Synthetic BP4D fold {args.fold}, {args.preset}, stage 1 on {args.corpus}, seeds "
-        f"{', '.join(map(str, args.seeds))} (mean +- sd, %; {wall / 60:.0f} min)",
-        "",
-        "| stage 1 | AU F1 | always | AU AUC | activity | largest | identity | largest |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {pm(r, 'au_f1')} | {100 * r['au_f1_always']:.1f} | "
-            f"{pm(r, 'au_auc')} | {pm(r, 'activity_acc')} | {100 * r['activity_majority']:.1f}"
-            f" | {pm(r, 'identity_acc')} | {100 * r['identity_majority']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+        f"{', '.join(map(str, args.seeds))} (mean +- sd, %; {wall / 60:.0f} min)"
+    )
+    header = ["stage 1", "AU F1", "always", "AU AUC", "activity", "largest", "identity",
+              "largest"]  # fmt: skip
+    lines = [
+        [r["label"], mean(r, "au_f1"), f"{100 * r['au_f1_always']:.1f}", mean(r, "au_auc"),
+         mean(r, "activity_acc"), f"{100 * r['activity_majority']:.1f}",
+         mean(r, "identity_acc"), f"{100 * r['identity_majority']:.1f}"]
+        for r in rows
+    ]  # fmt: skip
+    return common.table(caption, header, lines)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--preset", default="cpu-tiny")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--corpus", default="bp4d", choices=["bp4d", "bp4d_plus"],
-                        help="stage 1's data: BP4D's training people, or all of BP4D+")  # fmt: skip
-    parser.add_argument("--fold", type=int, default=1, choices=[1, 2, 3])
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--out", type=Path, default=Path(".bench/probes"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--mlflow-uri", default=None, help="default: SQLite in the data dir")
-    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="DIR",
-                        help="train nothing: merge the probes.json of earlier runs (e.g. one "
-                        "seed each, run side by side) into --out")  # fmt: skip
-    return parser.parse_args(argv)
+    p = common.parser(__doc__, ".bench/probes")
+    p.add_argument("--preset", default="cpu-tiny")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--corpus", default="bp4d", choices=["bp4d", "bp4d_plus"],
+                   help="stage 1's data: BP4D's training people, or all of BP4D+")  # fmt: skip
+    p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="train nothing: merge the probes.json of earlier runs (e.g. one "
+                   "seed each, run side by side) into --out")  # fmt: skip
+    return p.parse_args(argv)
 
 
 def write(scores: dict[str, list[dict[str, Any]]], args: argparse.Namespace, wall: float) -> list[dict[str, Any]]:  # fmt: skip
@@ -134,43 +122,17 @@ def write(scores: dict[str, list[dict[str, Any]]], args: argparse.Namespace, wal
 
 def combine(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Merge earlier runs' results (their probes.json: rows in seed order) into one summary."""
-    scores: dict[str, list[dict[str, Any]]] = {}
-    args.seeds, wall = [], 0.0
-    for folder in args.combine:
-        data = json.loads((folder / "probes.json").read_text())
-        wall += data.get("wall_s", 0.0)
-        args.seeds += data.get("seeds", [])
-        for row, runs in data["runs"].items():
-            scores.setdefault(row, []).extend(runs)
+    scores, data = common.read_merged([folder / "probes.json" for folder in args.combine], "runs")
+    args.seeds = [seed for d in data for seed in d.get("seeds", [])]
+    wall = sum(d.get("wall_s", 0.0) for d in data)
     return write({r: scores[r] for r in ROWS if r in scores}, args, wall)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    from clef_core.common.runtime import configure_process
-
-    configure_process()  # an entry point: the service environment, as `clef` sets it
-    args = parse(argv)
-    if args.combine:
-        rows = combine(args)
-        print((args.out / "probes.md").read_text())
-        return rows
-    import torch
-    from mlflow import MlflowClient
-    from rich.console import Console
+def run_jobs(args: argparse.Namespace, parent: Parent, console: Any) -> dict[str, list[dict]]:
+    """Every row with every seed (a seed's rows together): its probe figures, a nested run
+    each."""
     from rich.progress import Progress
 
-    from clef_core.common.runtime import default_tracking_uri, use_data_dir
-
-    torch.set_num_threads(args.threads)
-    console = Console()
-    args.data_dir = use_data_dir(args.data_dir)
-    client = MlflowClient(args.mlflow_uri or default_tracking_uri(args.data_dir))
-    exp = client.get_experiment_by_name("clef-probe")
-    exp_id = exp.experiment_id if exp else client.create_experiment("clef-probe")
-    parent = client.create_run(exp_id, run_name=f"probes-{time.strftime('%Y%m%d-%H%M%S')}")
-    parent_id = parent.info.run_id
-    client.log_param(parent_id, "args", json.dumps({k: str(v) for k, v in vars(args).items()}))
-    start = time.perf_counter()
     scores: dict[str, list[dict[str, Any]]] = {r: [] for r in args.rows}
     jobs = [(seed, row) for seed in args.seeds for row in args.rows]
     with Progress(console=console) as progress:
@@ -179,12 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             progress.update(bar, description=f"{row} seed {seed}")
             t0 = time.perf_counter()
             s = run_row(row, seed, args)
-            run = client.create_run(exp_id, run_name=f"{row}-seed{seed}",
-                                    tags={"mlflow.parentRunId": parent_id})  # fmt: skip
-            client.log_param(run.info.run_id, "seed", seed)
-            for k in KEYS:
-                client.log_metric(run.info.run_id, k, float(s[k]))
-            client.set_terminated(run.info.run_id)
+            parent.nested(f"{row}-seed{seed}", {}, {"seed": seed}, {k: float(s[k]) for k in KEYS})
             scores[row].append(s)
             progress.console.print(
                 f"{row:7s} seed {seed}: AU F1 {100 * s['au_f1']:.1f} (always "
@@ -193,10 +150,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f"{time.perf_counter() - t0:.0f} s"
             )
             progress.advance(bar)
-    rows = write(scores, args, time.perf_counter() - start)
-    for name in ("probes.md", "probes.json", "probes.png"):
-        client.log_artifact(parent_id, str(args.out / name))
-    client.set_terminated(parent_id)
+    return scores
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = common.entry(parse, argv)
+    if args.combine:
+        rows = combine(args)
+        print((args.out / "probes.md").read_text())
+        return rows
+    from rich.console import Console
+
+    console = Console()
+    common.prepare(args)
+    parent = Parent(args, "clef-probe", "probes")
+    parent.log_params({"args": json.dumps({k: str(v) for k, v in vars(args).items()})})
+    start = time.perf_counter()
+    with parent.running():
+        scores = run_jobs(args, parent, console)
+        rows = write(scores, args, time.perf_counter() - start)
+        parent.log_artifacts(args.out, ("probes.md", "probes.json", "probes.png"))
     console.print((args.out / "probes.md").read_text())
     return rows
 

@@ -4,7 +4,7 @@ Reports, in one run on this machine: render-only frames/s on one core (no encodi
 JPEG encode frames/s on one core, whole `generate` frames/s with all cores (per core too),
 and the share of visible faces the project's face front end (MTCNN) finds.
 
-    .venv/bin/python bench/synth_speed.py [--frames 600]
+    .venv/bin/python -m bench.synth_speed [--frames 600]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ open_clip's own plain training step (its ClipLoss), same model and batch, in one
 Our step encodes two views per sample (open_clip's one image and one caption), so it is
 compared per image encoded; per sample it does about twice the image work by design.
 
-    .venv/bin/python bench/train_speed.py [--preset cpu-tiny] [--batch 32] [--steps 20]
+    .venv/bin/python -m bench.train_speed [--preset cpu-tiny] [--batch 32] [--steps 20]
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
-"""`bench/gpu_train.py`, the GPU benchmark, as a smoke run on the CPU with the cpu-tiny preset
-(a few steps of everything, batch 8 at 64 px, one thread): it writes its JSON and markdown
-table, and every figure in them is finite and positive. The GPU figures themselves come from
-running it on a GPU (`bench/gpu_check.sh`)."""
+"""`bench.gpu_train`, the GPU benchmark (`python -m bench.gpu_train`), as a smoke run on the
+CPU with the cpu-tiny preset (a few steps of everything, batch 8 at 64 px, one thread): it
+writes its JSON and markdown table, and every figure in them is finite and positive. The GPU
+figures themselves come from running it on a GPU (`bench/gpu_check.sh`)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.gpu_train.cli import main
 
 
 def _positive(value: object) -> bool:
@@ -22,13 +20,8 @@ def _positive(value: object) -> bool:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    spec = importlib.util.spec_from_file_location("gpu_train", ROOT / "bench" / "gpu_train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
     out = tmp_path_factory.mktemp("gpu_bench")
-    results = module.main(
+    results = main(
         [
             "--preset", "cpu-tiny", "--device", "cpu", "--smoke", "--threads", "1",
             "--set", "stage1.batch_size=8", "--set", "stage2.batch_size=8",

@@ -1,28 +1,22 @@
-"""`bench/label_efficiency.py` as a smoke run: one seed, two label fractions, a few steps
-of each stage on the session's synthetic shards; its table, JSON and plot hold finite
-figures of the right shape, and the row without stage 1 took the same total steps."""
+"""`bench.label_efficiency` (`python -m bench.label_efficiency`) as a smoke run: one seed,
+two label fractions, a few steps of each stage on the session's synthetic shards; its table,
+JSON and plot hold finite figures of the right shape, and the row without stage 1 took the
+same total steps."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import label_efficiency
 
 
 def test_label_efficiency_writes_a_table_json_and_plot(
     shard_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "label_efficiency", ROOT / "bench" / "label_efficiency.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     data = tmp_path_factory.mktemp("label_efficiency")
     (data / "shards").symlink_to(shard_dir)
     out = data / "out"
@@ -30,7 +24,7 @@ def test_label_efficiency_writes_a_table_json_and_plot(
             "stage2.batch_size=8"]  # fmt: skip
     argv = ["--data-dir", str(data), "--seeds", "0", "--fractions", "0.5", "1", "--out", str(out),
             "--mlflow-uri", f"sqlite:///{data}/mlflow.db", *(a for s in tiny for a in ("--set", s))]  # fmt: skip
-    assert bench.main(argv) == out
+    assert label_efficiency.main(argv) == out
     result = json.loads((out / "label_efficiency.json").read_text())
     assert set(result["scores"]) == {"PA+PI+N+D", "FaRL-I+N+D"}
     for row, by_fraction in result["scores"].items():
@@ -44,4 +38,4 @@ def test_label_efficiency_writes_a_table_json_and_plot(
     assert sum(line.startswith("| PA+PI+N+D") or line.startswith("| FaRL") for line in table) == 4
     assert (out / "label_efficiency.png").stat().st_size > 10_000
     with pytest.raises(SystemExit):
-        bench.parse(["--fractions", "0"])  # argparse's one-line error
+        label_efficiency.parse(["--fractions", "0"])  # argparse's one-line error

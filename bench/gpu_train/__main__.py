@@ -1,0 +1,5 @@
+"""`python -m bench.gpu_train [flags]` (see the package's docstring)."""
+
+from bench.gpu_train.cli import main
+
+main()
