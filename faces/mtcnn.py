@@ -1,8 +1,8 @@
 """MTCNN (Zhang et al. 2016): a face detector with 5 landmarks, on CPU or GPU.
 
 The three networks (P-, R-, O-Net) are defined here and load the weights that the
-facenet-pytorch wheel ships (MIT licence, converted from the authors' release; see README,
-"Face front end"); the package itself is not imported (its requirements pin an old torch and
+facenet-pytorch wheel ships (MIT licence, converted from the authors' release; see
+docs/faces.md); the package itself is not imported (its requirements pin an old torch and
 its NMS needs torchvision's compiled ops). The cascade follows facenet-pytorch's
 `detect_face` (same scale pyramid, thresholds, box regression and NMS), with two changes of
 ours: crops that reach past the frame are zero-padded as in the authors' code (facenet-pytorch

@@ -1,96 +1,43 @@
 """The `clef` Prefect flow: preprocess -> stage 1 -> stage 2 per dataset and fold -> evaluation
--> report, as a DAG of tasks. Thin: every task calls a library function. The evaluation step
-scores each finished stage-2 checkpoint afresh on its fold's held-out part (a task of its own,
-so it reruns on a cached unit without retraining); the report shows its metrics.
-
-Parameters are checked before any work starts (preset, overrides, datasets, folds, roots), so
-a bad one fails the run in seconds with one message. When a task fails, the tasks that depend
-on it are marked Cancelled (they would otherwise stay Pending/NotReady), and the run ends
-Failed with the failing task's own message as its state message: what `prefect deployment
-run --watch`, the UI and `clef reproduce` show.
-
-Independent branches run concurrently (a thread pool); training units share the Ray
-instance, at most `compute.concurrent_units` at a time. Each unit's result is cached by its
-key (the shards' manifest hash + the resolved config, `clef_core.training.protocol.unit_key`), so a
-rerun after a failure redoes only what failed and a rerun with nothing changed finishes at
-once; the same cache serves `clef finetune` and `clef reproduce`. Retries only on I/O
-(preprocessing, synthetic data) and Ray connection errors.
+-> report, as a DAG of tasks, each calling library code. What to train, in what order and with
+which weights is decided and checked before any work (`clef_core.run.reproduction`), so a bad
+parameter fails the run in seconds with one message. A failed task's dependants are Cancelled
+and the run ends Failed with the task's own message (`flows.prefect_compat`). Independent
+branches run concurrently; training units share the Ray instance, at most
+`compute.concurrent_units` at a time. Each unit's result is cached by its key (shards'
+manifest hash + resolved config), so a rerun redoes only what failed; the evaluation step
+rescores a stage-2 checkpoint afresh, also on a cached unit. Retries only on I/O and Ray
+connection errors.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, wait
-from prefect.states import Cancelled, Failed, State
+from prefect.futures import PrefectFuture
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from clef_core.common.errors import ClefError
+from clef_core.common.results import UnitResult, headline
 from clef_core.common.runtime import configure_process
 from clef_core.common.storage import location, upload_shards
-from clef_core.method.config import (
-    DATASETS,
-    ExperimentConfig,
-    ablation_init_weights,
-    ablation_names,
-    ablation_overrides,
-)
-from clef_core.tracking.report import MAIN
+from clef_core.method.config import MAIN, ExperimentConfig
+from clef_core.run.reproduction import Reproduction, ReproductionParams, plan_reproduction
+from clef_core.run.unit import run_unit
 from clef_core.tracking.runbook import RunBook
-from clef_core.training.experiment import UnitResult, run_unit
-from clef_core.training.protocol import Unit, datasets_of, plan, zeroshot_datasets
+from clef_core.tracking.zeroshot_report import record_zeroshot
+from clef_core.training.protocol import Unit, zeroshot_datasets
+from flows.prefect_compat import failed, retry_on_io, settle
 
 
-class ReproductionParams(BaseModel):
-    """What to reproduce: the flow's parameters, one Prefect parameter each (the UI renders
-    them as a form; a run's `--param NAME=...` replaces that one and keeps the deployment's
-    others)."""
-
-    preset: str = "cpu-tiny"  # config preset: cpu-tiny (2 CPU cores), paper (GPUs), default
-    overrides: list[str] = []  # config overrides, e.g. ["stage1.epochs=1"]
-    datasets: list[str] | None = None  # protocols to run; None = the preset's protocol.datasets
-    folds: list[int] | None = None  # fold numbers from 1; None = the preset's protocol.folds
-    # Table 6 rows besides the full method (PA+PI+N+D), by name (CLIP-I ... FaRL-I+N+D, PI,
-    # PA+PI, PI+N, PA+PI+N, PI+N+D; ours: SSL, SSL+N+D, stage 1 with instance pairing) or
-    # "all"; `clef_core.method.config.ABLATIONS`.
-    ablations: list[str] = []
-    # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
-    # others from "farl" (else model.init_weights); a row without one trains from scratch.
-    weights: dict[str, Path] = {}
-    # The zero-shot experiments too (clef_core.training.zeroshot: unseen RAF-DB and FERPlus
-    # expressions; BP4D AUs -> their expressions; rows CLEF and FaRL), with the full method's
-    # config and its seed; their table goes in the report.
-    zeroshot: bool = False
-    # Linear probes of each fold's stage-1 image features against a random initialisation
-    # (clef_core.training.probe: AUs, activity, identity); their table goes in the report.
-    probes: bool = False
-    synthetic: bool = True  # use the embedded synthetic data (generated once if absent)
-    roots: dict[str, Path] = {}  # real dataset roots by name; win over the synthetic ones
-    data_dir: Path | None = (
-        None  # shards, runs, reports, MLflow store; None = $CLEF_DATA_DIR or ./data
-    )
-    ray_address: str | None = None  # None = a local Ray instance
-    mlflow_uri: str | None = None  # None = SQLite in the data dir
-    synthetic_preset: str = Field("demo", pattern="^(test|demo)$")  # size of generated data
-
-
-def _is_io_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what a second try can fix: I/O and cluster connection errors."""
-    try:
-        state.result()
-    except (OSError, ConnectionError, TimeoutError):
-        return True
-    except Exception as err:
-        return type(err).__name__ in ("RaySystemError", "GetTimeoutError")
-    return False
-
-
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_is_io_error)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def synthetic_data(out: Path, preset: str) -> Path:
     """Generate the embedded synthetic datasets unless they are already there."""
     from synthetic.generate import generate
@@ -101,13 +48,13 @@ def synthetic_data(out: Path, preset: str) -> Path:
     return out
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_is_io_error)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def preprocess(
     dataset: str, root: Path, shard_dir: str | Path, image_size: int, staging: Path
 ) -> dict[str, Any]:
     """Aligned-face shards of one dataset (finished shards are skipped). Shards at a URI are
     written in `staging` (this machine's <data_dir>/shards) and then copied there, the
-    manifest last (ours: preprocessing itself writes local files, README "Orchestration")."""
+    manifest last (ours: preprocessing itself writes local files; docs/clusters.md)."""
     from preprocessing.distributed import run_sequences
     from preprocessing.pipeline import PreprocessOptions, finish
     from preprocessing.pipeline import plan as plan_sequences
@@ -127,7 +74,7 @@ def preprocess(
 _FITS: dict[int, threading.Semaphore] = {}
 
 
-@task(retries=1, retry_delay_seconds=10, retry_condition_fn=_is_io_error, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def train_unit(
     cfg: ExperimentConfig, unit: Unit, book: RunBook, init: UnitResult | None
 ) -> UnitResult:
@@ -142,94 +89,19 @@ def train_unit(
     return result
 
 
-# The figures a unit's log line shows; every metric is in MLflow and the unit's result.json.
-_HEADLINE = ("f1_mean", "f1_baseline_mean", "auc_mean", "accuracy", "accuracy_baseline",
-             "train_loss")  # fmt: skip
-
-
-def headline(metrics: dict[str, float]) -> str:
-    """One short line of a unit's main figures, not its hundred per-AU metrics."""
-    shown = [f"{k} {metrics[k]:.4g}" for k in _HEADLINE if k in metrics]
-    return ", ".join(shown) or f"{len(metrics)} metrics"
-
-
-_EVALUATING: dict[str, threading.Lock] = {}
-
-
 @task(cache_policy=NO_CACHE)
 def evaluate(cfg: ExperimentConfig, unit: Unit, trained: UnitResult, book: RunBook) -> UnitResult:
-    """The evaluation step: score a finished stage-2 unit's checkpoint afresh on its test part
-    (held-out subjects), write `<unit folder>/evaluation/` (metrics.json, predictions.parquet)
-    and log the metrics as an MLflow run of their own; the unit's result with these metrics.
+    """A finished stage-2 checkpoint scored afresh on its test part, in a run of its own
+    (`clef_core.run.evaluate.evaluation_step`); it must agree with the training loop's."""
+    from clef_core.run.evaluate import evaluation_step
 
-    Re-runnable on a finished checkpoint: a cached unit is evaluated again, not retrained
-    (an evaluation already written for it is reused; delete the folder to score it anew).
-    The training loop scores the same part at its end; the two must agree (logged)."""
-    import json
-    from dataclasses import replace
-
-    from clef_core.training.evaluate import EVALUATION, evaluate_unit
-
-    out = Path(trained.checkpoint).parent / EVALUATION
-    done = out / "metrics.json"
-    # Rows of the same training (a CLIP row and its FaRL row from scratch) share a folder.
-    with _EVALUATING.setdefault(str(out), threading.Lock()):
-        if done.is_file():
-            metrics = json.loads(done.read_text())
-        else:
-            metrics = evaluate_unit(
-                cfg, Path(trained.checkpoint), unit.dataset, unit.train_parts, unit.test_parts,
-                out,
-            )  # fmt: skip
-    key = "f1_mean" if "f1_mean" in metrics else "accuracy"
+    scored = evaluation_step(cfg, unit, trained, book)
+    key = "f1_mean" if "f1_mean" in scored.metrics else "accuracy"
     get_run_logger().info(
         "%s evaluated: %s %.4f (the training loop's: %.4f)",
-        unit.name, key, metrics[key], trained.metrics.get(key, float("nan")),
+        unit.name, key, scored.metrics[key], trained.metrics.get(key, float("nan")),
     )  # fmt: skip
-    # Nested under the training run it scores (not beside the units under the parent run:
-    # a parent's children stay its units), in the reproduction that evaluated it.
-    tags = {
-        "clef.evaluation_of": unit.name, "clef.step": "evaluation", "clef.key": trained.key,
-        "clef.reproduction": book.reproduction,
-        "mlflow.parentRunId": trained.run_id or book.parent(unit.dataset),
-    }  # fmt: skip
-    run = book.client.create_run(
-        book.experiment_id(unit.dataset), run_name=f"{unit.name}-evaluation", tags=tags
-    )
-    run_id = str(run.info.run_id)
-    book.tracker(run_id).log_metrics(metrics, step=0)
-    book.tracker(run_id).log_artifact(out, "evaluation")
-    book.finish(run_id)
-    return replace(trained, metrics={**trained.metrics, **metrics})
-
-
-def record_zeroshot(book: RunBook, results: list[Any], out: Path) -> Path:
-    """`out/zeroshot.md` (the table), `out/zeroshot.json` (the results, to merge runs) and one
-    MLflow run per zero-shot result (experiment, dataset, row, seed; experiment
-    `<prefix>-zeroshot`, under the reproduction's parent run there)."""
-    import json
-
-    from clef_core.tracking.zeroshot_report import zeroshot_table
-
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / "zeroshot.md"
-    dicts = [r.as_dict() for r in results]
-    md.write_text("\n".join(zeroshot_table(dicts)) + "\n")
-    (out / "zeroshot.json").write_text(json.dumps(dicts, indent=1))
-    for r in results:
-        name = f"{r.experiment} | {r.dataset} | {r.row} | seed {r.seed}"
-        tags = {"clef.zeroshot": r.experiment, "clef.dataset": r.dataset, "clef.row": r.row}
-        run_id = book.child("zeroshot", name, tags)
-        tracker = book.tracker(run_id)
-        params = ("dataset", "row", "seed", "trained_on", "tested_on", "start")
-        tracker.log_params({k: str(getattr(r, k)) for k in params})
-        numbers = {k: float(v) for k, v in r.as_dict().items()
-                   if isinstance(v, float | int) and k != "seed" and v == v}  # fmt: skip
-        tracker.log_metrics(numbers, step=0)  # NaN (an undefined AUC) left out
-        tracker.log_artifact(md)
-        book.finish(run_id)
-    book.close()
-    return md
+    return scored
 
 
 @task(cache_policy=NO_CACHE)
@@ -261,121 +133,6 @@ def write_report(
             book.tracker(run_id).log_artifact(path.parent, "report")
         close_book(book, runs[name])
     return path
-
-
-def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
-    """The full method's config, and one per ablation row asked for."""
-    from clef_core.common.runtime import default_data_dir
-    from flows.train import resolve_config
-
-    extra = list(params.overrides)
-    if params.datasets is not None:
-        extra.append(f"protocol.datasets={params.datasets}")
-    if params.folds is not None:
-        extra.append(f"protocol.folds={params.folds}")
-    unknown = sorted(set(params.weights) - {"clip", "farl"})
-    if unknown:
-        raise ClefError(f"weights: unknown source {', '.join(unknown)}; known: clip, farl")
-    for source, path in sorted(params.weights.items()):
-        if not Path(path).is_file():
-            raise ClefError(f"weights: the {source} weights file {path} does not exist")
-    if "farl" in params.weights:  # as the config's own: the paper preset then does not warn
-        extra.append(f"model.init_weights={params.weights['farl']}")
-    out = {}
-    for name in [MAIN, *(n for n in ablation_names(params.ablations) if n != MAIN)]:
-        sets = [*ablation_overrides(name), *extra]
-        cfg = resolve_config(
-            params.preset, sets, params.data_dir or default_data_dir(), params.ray_address,
-            params.mlflow_uri,
-        )  # fmt: skip
-        init = ablation_init_weights(name, cfg.model.init_weights, params.weights)
-        out[name] = cfg.model_copy(
-            update={"model": cfg.model.model_copy(update={"init_weights": init})}
-        )
-    return out
-
-
-def check_roots(params: ReproductionParams, needed: set[str]) -> dict[str, Path]:
-    """Real dataset roots that exist, one for every dataset the plan needs unless synthetic
-    data stands in; raises ClefError naming the first bad one."""
-    unknown = sorted(set(params.roots) - set(DATASETS))
-    if unknown:
-        raise ClefError(
-            f"roots: unknown dataset {', '.join(unknown)}; known: {', '.join(DATASETS)}"
-        )
-    for name, root in sorted(params.roots.items()):
-        if not Path(root).exists():
-            raise ClefError(f"{name}: dataset root {root} does not exist")
-    missing = sorted(d for d in needed if d not in params.roots)
-    if missing and not params.synthetic:
-        raise ClefError(
-            f"no root given for {', '.join(missing)} (synthetic is off): pass roots "
-            f"{{name: path}} for each, or synthetic=true"
-        )
-    return {name: Path(root) for name, root in params.roots.items()}
-
-
-def checked(
-    params: ReproductionParams,
-) -> tuple[dict[str, ExperimentConfig], dict[str, list[Unit]], dict[str, Path]]:
-    """Everything the parameters decide, checked before any work (and before Ray starts):
-    the configs (preset, overrides, datasets, folds), their plans and the real roots."""
-    cfgs = configs(params)
-    plans = {name: plan(cfg) for name, cfg in cfgs.items()}
-    return cfgs, plans, check_roots(params, needed_datasets(params, plans))
-
-
-def needed_datasets(params: ReproductionParams, plans: dict[str, list[Unit]]) -> set[str]:
-    """The datasets the plans train on, and those the zero-shot experiments read."""
-    needed = set().union(*(datasets_of(units) for units in plans.values()))
-    return needed | (zeroshot_datasets() if params.zeroshot else set())
-
-
-def _settle(futures: dict[str, PrefectFuture]) -> str | None:
-    """Wait for every task; None when all completed, else the first failure's own message.
-
-    The tasks that never ran because something upstream failed end Pending/NotReady in
-    Prefect; they are set to Cancelled here so that the UI shows them ended, not running on.
-    """
-    wait(list(futures.values()))
-    cause = None
-    for label, future in futures.items():  # submission order: upstream before downstream
-        if future.state.is_failed():
-            try:
-                future.result()
-            except ClefError as err:
-                cause = str(err)
-            except BaseException as err:
-                cause = f"{label} failed: {type(err).__name__}: {err}"
-            break
-    if cause is None:
-        return None
-    _cancel([f for f in futures.values() if not f.state.is_final()], f"not run: {cause}")
-    return cause
-
-
-def _cancel(futures: list[PrefectFuture], message: str, patience: float = 20) -> None:
-    """Set the tasks to Cancelled. Best effort: a task run reaches the server through its
-    event stream, possibly after this asks (404), so each is retried for `patience` seconds;
-    the flow's own message must survive whatever happens here."""
-    import time
-
-    from prefect import get_client
-
-    deadline = time.monotonic() + patience
-    with get_client(sync_client=True) as client:
-        for future in futures:
-            while True:
-                try:
-                    client.set_task_run_state(
-                        future.task_run_id, Cancelled(message=message), force=True
-                    )
-                    break
-                except Exception as err:  # ObjectNotFound / HTTP 404 until the run is known
-                    if time.monotonic() > deadline:
-                        get_run_logger().warning("could not cancel %s: %s", future.task_run_id, err)
-                        break
-                    time.sleep(0.5)
 
 
 @flow(name="clef", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
@@ -412,124 +169,131 @@ def clef(
         return _reproduce(params)
     except ValidationError as err:
         first = err.errors()[0]
-        return _failed(f"parameter {'.'.join(map(str, first['loc']))}: {first['msg']}")
+        return failed(f"parameter {'.'.join(map(str, first['loc']))}: {first['msg']}")
     except ClefError as err:  # the user's input: one line, no traceback
-        return _failed(str(err))
+        return failed(str(err))
 
 
-def _failed(cause: str) -> State:
-    """The run's end: Failed, with `cause` as its state message.
+@dataclass
+class _Training:
+    """The training DAG submitted: per row (the full method, each ablation row) its run book,
+    its units' training tasks and its stage-2 units' evaluation steps."""
 
-    `prefect deployment run --watch` prints the run's events, not its state message (nor,
-    in 3.8, its logs): the cause also goes out as an event on the run, named by it, before
-    the final state, so that the watch shows it as one line.
-    """
-    from prefect.context import FlowRunContext
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
+    books: dict[str, RunBook] = field(default_factory=dict)
+    trained: dict[str, dict[Unit, PrefectFuture]] = field(default_factory=dict)
+    scored: dict[str, dict[Unit, PrefectFuture]] = field(default_factory=dict)
 
-    get_run_logger().error(cause)
-    context = FlowRunContext.get()
-    if context is not None and context.flow_run is not None:
-        resource = {
-            "prefect.resource.id": f"prefect.flow-run.{context.flow_run.id}",
-            "prefect.resource.name": cause,
+    def labelled(self) -> dict[str, PrefectFuture]:
+        """Every task by a readable label, upstream first (`settle` names the first failure)."""
+        return {f"{name}:{u.name}": f for name, mine in self.trained.items() for u, f in mine.items()} | {
+            f"{name}:evaluate {u.name}": f for name, mine in self.scored.items() for u, f in mine.items()
+        }  # fmt: skip
+
+    def results(self) -> dict[str, list[UnitResult]]:
+        """Each row's unit results in plan order: a stage-2 unit's from its evaluation step."""
+        return {
+            name: [self.scored[name][u].result() if u in self.scored[name] else f.result()
+                   for u, f in mine.items()]
+            for name, mine in self.trained.items()
+        }  # fmt: skip
+
+
+def _submit_preprocessing(planned: Reproduction, synthetic_preset: str) -> dict[str, PrefectFuture]:
+    """A preprocessing task per dataset needed, on the real roots given, else synthetic data."""
+    from synthetic.spec import READER_ROOTS
+
+    main, roots = planned.main, planned.roots
+    if planned.needed - set(roots):
+        synth = synthetic_data(main.data.data_dir / "synthetic", synthetic_preset)
+        roots = {d: synth / folder for d, folder in READER_ROOTS.items()} | roots
+    shard_dir = main.data.shards or main.data.data_dir / "shards"  # a path or URI string:
+    staging = main.data.data_dir / "shards"  # not a Location, as Prefect hashes the inputs
+    return {
+        d: preprocess.with_options(task_run_name=f"preprocess-{d}").submit(
+            d, roots[d], shard_dir, main.data.image_size, staging
+        )
+        for d in sorted(planned.needed)
+    }
+
+
+def _submit_training(
+    planned: Reproduction, shards: dict[str, PrefectFuture], reproduction: str
+) -> _Training:
+    """Each row's units in order (stage 2 after its stage 1) and its evaluation steps."""
+    from flows.train import run_book
+
+    dag = _Training()
+    for name, units in planned.plans.items():
+        cfg = planned.configs[name]
+        book = dag.books[name] = run_book(
+            cfg, reproduction if name == MAIN else f"{reproduction}-{name}"
+        )
+        mine: dict[Unit, PrefectFuture] = {}
+        for unit in units:
+            init = mine.get(unit.init) if unit.init else None
+            mine[unit] = train_unit.with_options(task_run_name=f"{name}:{unit.name}").submit(
+                cfg, unit, book, init, wait_for=[shards[unit.dataset]]
+            )
+        dag.trained[name] = mine
+        dag.scored[name] = {
+            unit: evaluate.with_options(task_run_name=f"{name}:evaluate-{unit.name}").submit(
+                cfg, unit, future, book
+            )
+            for unit, future in mine.items()
+            if unit.stage == 2
         }
-        try:
-            emit_event(event="clef.run.failed-because", resource=resource)
-            EventsWorker.instance().wait_until_empty()
-        except Exception as err:  # the state message below still says it
-            get_run_logger().warning("could not send the cause as an event: %s", err)
-    return Failed(message=cause)
+    return dag
+
+
+def _submit_extras(
+    params: ReproductionParams, planned: Reproduction, dag: _Training,
+    shards: dict[str, PrefectFuture], reproduction: str, out: Path,
+) -> dict[str, PrefectFuture]:  # fmt: skip
+    """The zero-shot experiments and the stage-1 probes, when asked for."""
+    from flows.train import run_book
+
+    main, extras = planned.main, {}
+    if params.zeroshot:
+        extras["zero-shot"] = zeroshot.submit(
+            main, run_book(main, f"{reproduction}-zeroshot"), out,
+            wait_for=[shards[d] for d in sorted(zeroshot_datasets())],
+        )  # fmt: skip
+    if params.probes:
+        from flows.probes import probes as probe_task
+
+        stage1 = [f for u, f in dag.trained[MAIN].items() if u.stage == 1]
+        extras["probes"] = probe_task.submit(
+            main, stage1, run_book(main, f"{reproduction}-probe"), out
+        )
+    return extras
 
 
 def _reproduce(params: ReproductionParams) -> str | State:
     import ray
 
-    from clef_core.common.runtime import init_ray
-    from flows.train import new_reproduction_id, run_book
-    from synthetic.spec import READER_ROOTS
+    from clef_core.common.runtime import init_ray, use_data_dir
+    from flows.train import new_reproduction_id
 
-    cfgs, plans, roots = checked(params)
-    main = cfgs[MAIN]
-    needed = needed_datasets(params, plans)
+    planned = plan_reproduction(params)
+    main = planned.main
+    use_data_dir(main.data.data_dir)
     reproduction = new_reproduction_id()
+    out = main.data.data_dir / "reports" / reproduction
     started = init_ray(main.compute.ray_address)
     try:
-        if needed - set(roots):
-            synth = synthetic_data(main.data.data_dir / "synthetic", params.synthetic_preset)
-            roots = {d: synth / folder for d, folder in READER_ROOTS.items()} | roots
-        shards = {
-            d: preprocess.with_options(task_run_name=f"preprocess-{d}").submit(
-                # A path or URI string, not a Location: Prefect hashes a task's inputs.
-                d,
-                roots[d],
-                main.data.shards or main.data.data_dir / "shards",
-                main.data.image_size,
-                main.data.data_dir / "shards",
-            )
-            for d in sorted(needed)
-        }
-        books: dict[str, RunBook] = {}
-        futures: dict[str, dict[Unit, PrefectFuture]] = {}
-        scored: dict[str, dict[Unit, PrefectFuture]] = {}  # the evaluation step of stage 2
-        for name, units in plans.items():
-            books[name] = run_book(
-                cfgs[name], reproduction if name == MAIN else f"{reproduction}-{name}"
-            )
-            mine: dict[Unit, PrefectFuture] = {}
-            for unit in units:
-                init = mine.get(unit.init) if unit.init else None
-                mine[unit] = train_unit.with_options(task_run_name=f"{name}:{unit.name}").submit(
-                    cfgs[name], unit, books[name], init, wait_for=[shards[unit.dataset]]
-                )
-            futures[name] = mine
-            scored[name] = {
-                unit: evaluate.with_options(task_run_name=f"{name}:evaluate-{unit.name}").submit(
-                    cfgs[name], unit, future, books[name]
-                )
-                for unit, future in mine.items()
-                if unit.stage == 2
-            }
-        zs = None
-        if params.zeroshot:
-            zs = zeroshot.submit(
-                main, run_book(main, f"{reproduction}-zeroshot"),
-                main.data.data_dir / "reports" / reproduction,
-                wait_for=[shards[d] for d in sorted(zeroshot_datasets())],
-            )  # fmt: skip
-        probed = None
-        if params.probes:
-            from flows.probes import probes as probe_task
-
-            stage1 = [f for u, f in futures[MAIN].items() if u.stage == 1]
-            probed = probe_task.submit(
-                main, stage1, run_book(main, f"{reproduction}-probe"),
-                main.data.data_dir / "reports" / reproduction,
-            )  # fmt: skip
-        every = {f"preprocess {d}": f for d, f in shards.items()} | {
-            f"{name}:{unit.name}": f for name, mine in futures.items() for unit, f in mine.items()
-        } | {
-            f"{name}:evaluate {unit.name}": f
-            for name, mine in scored.items() for unit, f in mine.items()
-        } | ({"zero-shot": zs} if zs is not None else {}) | (
-            {"probes": probed} if probed is not None else {}
-        )  # fmt: skip
-        cause = _settle(every)
+        shards = _submit_preprocessing(planned, params.synthetic_preset)
+        dag = _submit_training(planned, shards, reproduction)
+        extras = _submit_extras(params, planned, dag, shards, reproduction, out)
+        preprocessing = {f"preprocess {d}": f for d, f in shards.items()}
+        cause = settle(preprocessing | dag.labelled() | extras)
         if cause is not None:
-            for book in books.values():  # parents end FAILED, not RUNNING forever
+            for book in dag.books.values():  # parents end FAILED, not RUNNING forever
                 book.close(ok=False)
-            return _failed(cause)
-        runs = {
-            name: [scored[name][u].result() if u in scored[name] else f.result()
-                   for u, f in mine.items()]
-            for name, mine in futures.items()
-        }  # fmt: skip
-        out = main.data.data_dir / "reports" / reproduction
+            return failed(cause)
+        done = {label: f.result() for label, f in extras.items()}
         report = write_report(
-            runs, books, params, out, zs.result() if zs else None,
-            probed.result() if probed else None,
-        )  # fmt: skip
+            dag.results(), dag.books, params, out, done.get("zero-shot"), done.get("probes")
+        )
     finally:
         if started:
             ray.shutdown()

@@ -15,7 +15,15 @@ from rich.console import Console
 
 from clef_core import __version__
 from clef_core.common.errors import ClefError
-from flows import cli_explain, cli_predict, cli_probe, cli_train, cli_zeroshot
+from flows import (
+    cli_explain,
+    cli_predict,
+    cli_probe,
+    cli_reproduce,
+    cli_stack,
+    cli_train,
+    cli_zeroshot,
+)
 from flows.console import print_table, verbose_argument_first
 
 app = typer.Typer(
@@ -214,7 +222,7 @@ def demo(
         console.print(f"synthetic data already in {synthetic} (delete it to regenerate)")
     else:
         synth(out=synthetic, preset="demo")
-    cli_train.reproduce(preset=preset, data_dir=root, probes=True)
+    cli_reproduce.reproduce(preset=preset, data_dir=root, probes=True)
 
 
 @app.command("sync-tracking")
@@ -224,7 +232,7 @@ def sync_tracking(
         str | None, typer.Option(help="Send to this MLflow URI; default: each run's own.")
     ] = None,
 ) -> None:
-    """Send to MLflow what runs spooled while it did not answer (README, "Faults")."""
+    """Send to MLflow what runs spooled while it did not answer (docs/faults.md)."""
     from flows.train import sync_tracking as sync
 
     left = sync(data_dir.resolve(), mlflow_uri)
@@ -235,135 +243,16 @@ def sync_tracking(
     console.print("every spooled tracking call is in MLflow")
 
 
-stack_app = typer.Typer(
-    help="Local services: Prefect, MLflow, Ray head, deployments.", no_args_is_help=True
-)
-app.add_typer(stack_app, name="stack")
-StackDir = Annotated[Path, typer.Option(help="Data dir the services keep their state in.")]
-
-
-@stack_app.command("up")
-def stack_up(
-    data_dir: StackDir = Path("data"),
-    ports: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--port",
-            help="NAME=PORT for prefect, mlflow, ray, ray_dashboard, ray_client, ray_agent "
-            "(repeatable); others: the default if free, else any free port.",
-        ),
-    ] = None,
-) -> None:
-    """Start Prefect, MLflow, a Ray head and the deployment server on 127.0.0.1."""
-    from flows.stack import choose_ports, parse_ports, up, user_env
-
-    chosen = choose_ports(parse_ports(ports or []))
-    for s in up(data_dir, chosen):
-        console.print(f"[green]up[/] {s.name:12s} {s.url}  (pid {s.pid}, log {s.log})")
-    _print_env(user_env(data_dir, chosen))
-    console.print(
-        'then: prefect deployment run clef/smoke --watch   (or: eval "$(clef stack env)")'
-    )
-
-
-def _print_env(env: dict[str, str]) -> None:
-    for key, value in env.items():
-        typer.echo(f"export {key}={value}")
-
-
-@stack_app.command("env")
-def stack_env(data_dir: StackDir = Path("data")) -> None:
-    """Print `export` lines for the stack's services: eval "$(clef stack env)"."""
-    from flows.stack import read_ports, user_env
-
-    ports = read_ports(data_dir)
-    if ports is None:
-        raise ClefError(f"no stack running for {data_dir.resolve()}: `clef stack up` first")
-    _print_env(user_env(data_dir, ports))
-
-
-@stack_app.command("status")
-def stack_status(data_dir: StackDir = Path("data")) -> None:
-    """Show each service of the stack: process alive, answering, URL and port."""
-    from flows.stack import read_ports, status
-
-    rows = status(data_dir)
-    if not rows:
-        console.print(f"no stack running for {data_dir.resolve()}")
-    for s, alive, answering in rows:
-        state = (
-            "[green]up[/]"
-            if alive and answering
-            else "[red]down[/]"
-            if not alive
-            else "[yellow]starting[/]"
-        )
-        console.print(f"{state} {s.name:12s} {s.url}  (pid {s.pid})")
-    ports = read_ports(data_dir)
-    if ports is not None:
-        console.print("ports: " + ", ".join(f"{k}={v}" for k, v in vars(ports).items()))
-
-
-@stack_app.command("down")
-def stack_down(data_dir: StackDir = Path("data")) -> None:
-    """Stop the services `clef stack up` started (by PID; nothing else)."""
-    from flows.stack import down
-
-    stopped = down(data_dir)
-    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def submit(
-    args: Annotated[
-        list[str] | None, typer.Argument(help="The clef command to run, after `--`.")
-    ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray job API (dashboard) URL; default $RAY_API_SERVER_ADDRESS, else the "
-            "local stack's (`clef stack up`)."
-        ),
-    ] = None,
-    working_dir: Annotated[
-        Path, typer.Option(help="Checkout uploaded as the job's working directory.")
-    ] = Path("."),
-    upload: Annotated[
-        bool, typer.Option(help="Upload --working-dir; --no-upload runs the nodes' install.")
-    ] = True,
-    wait: Annotated[bool, typer.Option(help="Follow the job's log until it ends.")] = True,
-    data_dir: Annotated[
-        Path, typer.Option(help="Data dir of the local stack whose Ray to use (no --address).")
-    ] = Path("data"),
-) -> None:
-    """Run a clef command as a Ray job with the project's interpreter: clef submit -- finetune ..."""
-    import os
-
-    from flows.stack import read_ports
-    from flows.submit import submit as submit_job
-
-    if address is None:
-        address = os.environ.get("RAY_API_SERVER_ADDRESS")
-    if address is None:
-        ports = read_ports(data_dir)
-        if ports is None:
-            raise ClefError(
-                "no Ray address: pass --address http://<head>:8265, set "
-                "RAY_API_SERVER_ADDRESS, or start the local stack (`clef stack up`)"
-            )
-        address = f"http://127.0.0.1:{ports.ray_dashboard}"
-    code = submit_job(address, list(args or []), working_dir if upload else None, wait, console)
-    raise typer.Exit(code)
-
-
+cli_stack.register(app)
 cli_train.register(app)
+cli_reproduce.register(app)
 cli_zeroshot.register(app)
 cli_predict.register(app)
 cli_probe.register(app)
 cli_explain.register(app)
 
 
-# Exit codes (README, "Exit codes"): 0 done; 1 some inputs could not be read (`preprocess`,
+# Exit codes (docs/faults.md, "Exit codes"): 0 done; 1 some inputs could not be read (`preprocess`,
 # `predict`: the good ones are written, the bad ones listed); 2 a bad argument, root, config or
 # model (one line); 3 a bug: any other exception, with its full traceback.
 EXIT_BAD_ARGUMENT = 2

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from flows.cli_predict import Device, MlflowUri
 
 console = Console()
 
@@ -26,13 +29,11 @@ def explain(
         list[str] | None,
         typer.Option("--labels", help="Free text to explain as well (repeatable)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
     layer: Annotated[
         str, typer.Option(help="ResNet stage for Grad-CAM (layer1-layer4; ViTs use GAE).")
     ] = "layer4",
-    mlflow_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI for models:/ and names.")
-    ] = None,
+    mlflow_uri: MlflowUri = None,
 ) -> None:
     """Where the image tower looks and which words the text tower weighs, per class prompt."""
     import sys
@@ -41,7 +42,7 @@ def explain(
 
     from clef_core.common.errors import ClefError
     from clef_core.common.runtime import default_data_dir, default_tracking_uri
-    from clef_core.inference.explain_plot import explain_image, load_explainer
+    from clef_core.inference.explain_plot import load_explainer
     from clef_core.training.evaluate import device_or_error
     from flows.console import quiet_libraries
 
@@ -57,24 +58,31 @@ def explain(
         bar = progress.add_task("explaining", total=len(images))
         for path in images:
             progress.update(bar, description=f"explaining {path.name}")
-            if not path.is_file():
-                result_error: str | None = f"{path}: no such file (expected an image file)"
-            else:
-                r = explain_image(
-                    net, space, path, out, labels or (), f"{path.name} - {model}", layer
-                )
-                result_error = r.error
-                if r.png is not None:
-                    progress.console.print(f"{path.name}: {r.png} and {r.json}", highlight=False)
-            if result_error:
+            error = _explain_one(
+                net, space, path, out, labels or (), model, layer, progress.console
+            )
+            if error:
                 failed += 1
-                progress.console.print(
-                    f"[red]skipped:[/] {result_error}", highlight=False, soft_wrap=True
-                )
+                progress.console.print(f"[red]skipped:[/] {error}", highlight=False, soft_wrap=True)
             progress.advance(bar)
     if failed:  # every good image's files are written; exit 1 says some input was bad
         console.print(f"[red]{failed} input(s) could not be explained[/] (listed above)")
         sys.exit(1)
+
+
+def _explain_one(
+    net: Any, space: Any, path: Path, out: Path, labels: Sequence[str], model: str, layer: str,
+    shown: Console,
+) -> str | None:  # fmt: skip
+    """Explain one image (its PNG grid and JSON written); the reason it could not be, if not."""
+    from clef_core.inference.explain_plot import explain_image
+
+    if not path.is_file():
+        return f"{path}: no such file (expected an image file)"
+    r = explain_image(net, space, path, out, labels, f"{path.name} - {model}", layer)
+    if r.png is not None:
+        shown.print(f"{path.name}: {r.png} and {r.json}", highlight=False)
+    return r.error
 
 
 def register(app: typer.Typer) -> None:

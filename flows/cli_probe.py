@@ -38,16 +38,19 @@ def probe(
     import torch
 
     from clef_core.common.errors import ClefError
+    from clef_core.common.runtime import use_data_dir
+    from clef_core.run.reproduction import resolve_config
     from clef_core.training.cache import verify_shards
     from clef_core.training.evaluate import device_or_error
     from clef_core.training.probe import RANDOM
     from clef_core.training.probe import probe as run_probe
     from flows.probes import label_of, record_probes
-    from flows.train import new_reproduction_id, resolve_config, run_book
+    from flows.train import new_reproduction_id, run_book
 
     if out.is_dir():
         raise ClefError(f"--out is a folder ({out}): expected the path of a JSON file to write")
     cfg = resolve_config(preset, sets or [], data_dir, None, mlflow_uri)
+    use_data_dir(cfg.data.data_dir)
     quiet_libraries(cfg.data.data_dir / "logs" / "clef.log", prefect=False)
     verify_shards(cfg.data.shard_dir, dataset)
     for spec in model:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_train import DataDir, MlflowUri, Preset, Sets, _show_mlflow, console
+from flows.cli_train import DataDir, MlflowUri, Preset, Sets, console
 
 Datasets = Annotated[
     list[str] | None,
@@ -57,15 +57,18 @@ def zeroshot(
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from clef_core.common.runtime import use_data_dir
+    from clef_core.run.reproduction import resolve_config
+    from clef_core.tracking.zeroshot_report import record_zeroshot
     from clef_core.training.cache import verify_shards
     from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FERS, zeroshot_datasets
     from clef_core.training.zeroshot import ROWS, check, run_zeroshot, steps
-    from flows.clef_flow import record_zeroshot
-    from flows.train import new_reproduction_id, resolve_config, run_book, tracking_uri
+    from flows.train import new_reproduction_id, run_book, show_mlflow, tracking_uri
 
     fers, au = tuple(datasets or ZEROSHOT_FERS), au_dataset or ZEROSHOT_AU
     chosen, numbers = list(rows or ROWS), _seeds(seeds)
     cfg = resolve_config(preset, sets or [], data_dir, None, mlflow_uri)
+    use_data_dir(cfg.data.data_dir)
     check(cfg, fers, chosen)
     for name in sorted(zeroshot_datasets(fers, au)):  # every input readable before any work
         verify_shards(cfg.data.shard_dir, name)
@@ -83,7 +86,7 @@ def zeroshot(
     md = record_zeroshot(run_book(cfg, reproduction), results, out)
     console.print(Markdown(md.read_text()))
     console.print(f"{md}")
-    _show_mlflow(tracking_uri(cfg), cfg.tracking.experiment_prefix)
+    show_mlflow(console, tracking_uri(cfg), cfg.tracking.experiment_prefix)
 
 
 def _seeds(text: str | None) -> list[int] | None:

@@ -14,7 +14,8 @@ from typing import Any
 
 from prefect import serve
 
-from flows.clef_flow import ReproductionParams, clef
+from clef_core.run.reproduction import ReproductionParams
+from flows.clef_flow import clef
 
 # What `clef/smoke` runs: small enough for CI, every stage of the DAG still on the path.
 SMOKE = ReproductionParams(

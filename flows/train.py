@@ -11,31 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clef_core.common.runtime import default_tracking_uri, use_data_dir
-from clef_core.method.config import ExperimentConfig, load_config
-from clef_core.tracking.runbook import RunBook, not_logged_message, spool_dir
-from clef_core.training.experiment import UnitResult, run_unit
+from clef_core.common.results import UnitResult
+from clef_core.common.runtime import default_tracking_uri
+from clef_core.method.config import ExperimentConfig
+from clef_core.run.unit import run_unit
+from clef_core.tracking.runbook import RunBook
+from clef_core.tracking.spool import not_logged_message, spool_dir
 from clef_core.training.protocol import Unit
-
-
-def resolve_config(
-    preset: str,
-    overrides: list[str],
-    data_dir: Path | None = None,
-    ray_address: str | None = None,
-    mlflow_uri: str | None = None,
-) -> ExperimentConfig:
-    """The preset + overrides, with the command line's data dir / Ray / MLflow settings."""
-    extra = list(overrides)
-    if data_dir is not None:
-        extra.append(f"data.data_dir={data_dir}")
-    if ray_address:
-        extra.append(f"compute.ray_address={ray_address}")
-    if mlflow_uri:
-        extra.append(f"tracking.mlflow_uri={mlflow_uri}")
-    cfg = load_config(preset, extra)
-    root = use_data_dir(cfg.data.data_dir)
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": root})})
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:
@@ -76,7 +58,7 @@ def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> str
     logs as a warning) what is not in MLflow yet and how it gets there; None when all is."""
     import logging
 
-    from clef_core.training.experiment import summarize
+    from clef_core.common.results import summarize
 
     for dataset, run_id in book.parents().items():
         mine = [r for r in results if r.stage == 2 and r.dataset == dataset]
@@ -91,7 +73,7 @@ def close_book(book: RunBook, results: list[UnitResult], ok: bool = True) -> str
 def sync_tracking(data_dir: Path, uri: str | None = None) -> dict[str, int]:
     """Send what earlier runs spooled (`clef sync-tracking`) to the server each run logged
     to (or `uri`); returns what is still left per run."""
-    from clef_core.tracking.runbook import flush_spool
+    from clef_core.tracking.spool import flush_spool
 
     return flush_spool(spool_dir(data_dir), uri)
 
@@ -175,3 +157,11 @@ def au_metrics_table(metrics: dict[str, float], au_ids: list[int], title: str) -
         style="bold",
     )
     return table
+
+
+def show_mlflow(console: Console, uri: str, prefix: str) -> None:
+    """Where to browse the runs: the `mlflow ui` line for a SQLite store, each experiment's link."""
+    if not uri.startswith("http"):
+        console.print(f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    for line in experiment_links(uri, prefix):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)

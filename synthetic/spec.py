@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # A few minutes of pipeline work on 2 cores: the demo. Every subject of BP4D (41) and
     # DISFA (27) with short tasks: a small model trained from scratch generalises to new
-    # people only from many identities (README, "Training from scratch").
+    # people only from many identities (docs/measurements.md, "Training from scratch").
     "demo": {
         "subjects": 41,
         "frames_per_task": 24,

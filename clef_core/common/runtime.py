@@ -66,13 +66,8 @@ def configure_process() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def use_data_dir(data_dir: Path) -> Path:
-    """Keep Prefect's home under the data dir; return the data dir resolved.
-
-    Called by entry points once they know the data dir. A user's own PREFECT_HOME wins.
-    The MLflow store is not set here (for the whole process): each caller passes
-    `default_tracking_uri(data_dir)` or its own URI explicitly.
-    """
+def data_root(data_dir: Path) -> Path:
+    """The data dir resolved, or ConfigError for a URI given as one; touches nothing."""
     from clef_core.common.errors import ConfigError
     from clef_core.common.storage import has_scheme
 
@@ -82,7 +77,17 @@ def use_data_dir(data_dir: Path) -> Path:
             "results in object storage with --set data.shards=<URI>/shards "
             "--set data.storage=<URI>"
         )
-    root = data_dir.resolve()
+    return data_dir.resolve()
+
+
+def use_data_dir(data_dir: Path) -> Path:
+    """Create the data dir and keep Prefect's home under it; return it resolved.
+
+    Called by entry points once they know the data dir. A user's own PREFECT_HOME wins.
+    The MLflow store is not set here (for the whole process): each caller passes
+    `default_tracking_uri(data_dir)` or its own URI explicitly.
+    """
+    root = data_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ["CLEF_DATA_DIR"] = str(root)

@@ -1,6 +1,6 @@
 """Where shards and results live: a local path or a URI of any filesystem pyarrow opens
 (`s3://`, `gs://`, `abfs://`, `hdfs://`, `file://`) or, failing that, fsspec (its other
-protocols, wrapped for pyarrow). README, "Orchestration: Prefect, the local stack, clusters".
+protocols, wrapped for pyarrow). docs/stack.md.
 
 A `Location` is a (filesystem, path) pair with the few Path-like operations the training side
 needs, so the same code reads `data/shards` and `s3://bucket/clef/shards`. Credentials and the

@@ -8,8 +8,10 @@ config is written beside every output and logged to MLflow.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -103,7 +105,7 @@ class ModelConfig(_Frozen):
     # weights expect it). "per_image_gray": each image turned grey and standardised to zero
     # mean and unit variance, which hides skin tone, lighting and contrast: a small model
     # trained from scratch on a few subjects otherwise learns who it sees instead of which
-    # action units (measured on the synthetic BP4D: README, "Training from scratch").
+    # action units (measured on the synthetic BP4D: docs/measurements.md, "Training from scratch").
     input_norm: Literal["clip", "per_image_gray"] = "clip"
 
     @model_validator(mode="after")
@@ -324,23 +326,66 @@ def _deep_merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# An override is either a user's `--set key=value` text (the value read as YAML, as typed on a
+# command line: `stage1.epochs=0`, `protocol.folds=[1,2]`) or a mapping of dotted keys to typed
+# values, which the code's own overrides use: taken as they are, so a path with '#', ': ' or
+# spaces stays that path (through YAML, `/data/my runs #2` lost its '#2' and `a: b` became a dict).
+Override = str | Mapping[str, Any]
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    """`stage1.epochs`, 1 -> {"stage1": {"epochs": 1}}."""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"expected an override key like stage1.epochs, got {key!r}")
+    node: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        node = {part: node}
+    return node
+
+
+def _holds_text(key: str) -> bool:
+    """Whether the setting at dotted `key` holds only text (a path, URI or address, maybe
+    None): such a value is kept as typed, since YAML would cut `runs/x #y` at the '#' and make
+    `a: b` a mapping. Unknown keys: False (validation names them)."""
+    model: Any = ExperimentConfig
+    kinds: list[Any] = []
+    for part in key.strip().split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        union = get_origin(annotation) in (Union, UnionType)  # `str | None`; not list[str]
+        kinds = [a for a in get_args(annotation) if a is not type(None)] if union else [annotation]
+        model = next((a for a in kinds if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return all(kind in (str, Path) for kind in kinds)
+
+
 def parse_override(text: str) -> dict[str, Any]:
-    """`stage1.epochs=1` -> {"stage1": {"epochs": 1}}; the value is read as YAML."""
+    """`stage1.epochs=1` -> {"stage1": {"epochs": 1}}. The value is read as YAML (numbers,
+    lists, booleans as typed on a command line), except for a setting that holds text (paths,
+    URIs): kept exactly, `null` or nothing giving None."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"expected an override like stage1.epochs=1, got {text!r}")
+    if _holds_text(key):
+        return _nested(key, None if raw.strip() in ("", "null", "~") else raw)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    node: dict[str, Any] = {}
-    cursor = node
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        cursor[part] = {}
-        cursor = cursor[part]
-    cursor[parts[-1]] = value
-    return node
+    return _nested(key, value)
+
+
+def override_tree(override: Override) -> dict[str, Any]:
+    """One override as a nested dict: a text parsed, a mapping's values kept as given (a Path
+    as its text, the form the config validates)."""
+    if isinstance(override, str):
+        return parse_override(override)
+    tree: dict[str, Any] = {}
+    for key, value in override.items():
+        tree = _deep_merge(tree, _nested(key, str(value) if isinstance(value, Path) else value))
+    return tree
 
 
 def _format_error(err: ValidationError) -> str:
@@ -356,18 +401,18 @@ def _format_error(err: ValidationError) -> str:
     return "invalid config: " + "; ".join(messages)
 
 
-def load_config(
-    preset: str = "default", overrides: list[str] | tuple[str, ...] = ()
-) -> ExperimentConfig:
-    """The defaults, then the preset's diff, then each `key=value` override, validated."""
+def load_config(preset: str = "default", overrides: Sequence[Override] = ()) -> ExperimentConfig:
+    """The defaults, then the preset's diff, then each override in order, validated."""
     if preset not in known_presets():
         raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known_presets())}")
     tree: dict[str, Any] = {"preset": preset}
     if preset != "default":
         diff = yaml.safe_load((PRESET_DIR / f"{preset}.yaml").read_text()) or {}
         tree = _deep_merge(tree, diff)
-    for text in overrides:
-        tree = _deep_merge(tree, parse_override(text))
+    if isinstance(overrides, str | Mapping):  # one override where a sequence belongs
+        raise TypeError(f"overrides is a sequence of overrides, got {overrides!r}")
+    for override in overrides:
+        tree = _deep_merge(tree, override_tree(override))
     try:
         cfg = ExperimentConfig.model_validate(tree)
     except ValidationError as err:
@@ -414,27 +459,28 @@ def read_config(path: Path) -> ExperimentConfig:
 # loss weight or the head, never a separate code path. The CLIP and FaRL rows are the same
 # training (no stage 1) from different initial weights (`ABLATION_WEIGHTS`); the CLEF rows
 # start from FaRL, as the paper's do. SSL (ours) = stage 1 with instance pairing.
-_NO_STAGE1 = ("stage1.epochs=0",)
-_NO_PA = ("stage1.weight_image_activity=0",)
-_NO_N = ("stage2.head=linear", "stage2.weight_dn=0")
-_NO_D = ("stage2.weight_dn=0",)
-_SSL = ("stage1.pairing=instance", *_NO_PA)
-ABLATIONS: dict[str, tuple[str, ...]] = {
-    "CLIP-I": (*_NO_STAGE1, *_NO_N),
-    "CLIP-I+N": (*_NO_STAGE1, *_NO_D),
+_NO_STAGE1 = {"stage1.epochs": 0}
+_NO_PA = {"stage1.weight_image_activity": 0}
+_NO_N = {"stage2.head": "linear", "stage2.weight_dn": 0}
+_NO_D = {"stage2.weight_dn": 0}
+_SSL = {"stage1.pairing": "instance", **_NO_PA}
+MAIN = "PA+PI+N+D"  # the full method's row in Table 6
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "CLIP-I": _NO_STAGE1 | _NO_N,
+    "CLIP-I+N": _NO_STAGE1 | _NO_D,
     "CLIP-I+N+D": _NO_STAGE1,
-    "FaRL-I": (*_NO_STAGE1, *_NO_N),
-    "FaRL-I+N": (*_NO_STAGE1, *_NO_D),
+    "FaRL-I": _NO_STAGE1 | _NO_N,
+    "FaRL-I+N": _NO_STAGE1 | _NO_D,
     "FaRL-I+N+D": _NO_STAGE1,
-    "PI": (*_NO_PA, *_NO_N),
+    "PI": _NO_PA | _NO_N,
     "PA+PI": _NO_N,
-    "PI+N": (*_NO_PA, *_NO_D),
+    "PI+N": _NO_PA | _NO_D,
     "PA+PI+N": _NO_D,
     "PI+N+D": _NO_PA,
-    "PA+PI+N+D": (),  # the full method
+    MAIN: {},  # the full method
     # Ours, no paper figure: stage 1 with instance pairing (the paper's Figure 1a, SimCLR's
     # positives: only the other view of the same image), beside PI and PI+N+D.
-    "SSL": (*_SSL, *_NO_N),
+    "SSL": _SSL | _NO_N,
     "SSL+N+D": _SSL,
 }
 # Whose weights each row starts from in the paper: its CLIP rows from OpenAI's CLIP, the rest
@@ -462,8 +508,9 @@ def ablation_names(names: list[str] | tuple[str, ...]) -> list[str]:
     return [n for n in ABLATIONS if n in wanted]
 
 
-def ablation_overrides(name: str) -> tuple[str, ...]:
-    return ABLATIONS[ablation_name(name)]
+def ablation_overrides(name: str) -> tuple[Override, ...]:
+    """The row's overrides, to go first in a `load_config` list (a caller's own win)."""
+    return (ABLATIONS[ablation_name(name)],)
 
 
 def ablation_init_weights(

@@ -70,6 +70,37 @@ def test_training_commands_reject_bad_input_in_one_line(tmp_path: Path) -> None:
         run("predict", str(tmp_path), "--model", str(tmp_path / "none")),
         "no such checkpoint folder",
     )
+    (tmp_path / "taken").write_text("")
+    _one_line_error(
+        run("predict", str(tmp_path), "--model", str(tmp_path / "none"), "--out",
+            str(tmp_path / "taken")),
+        "is a file: expected a folder",
+    )  # fmt: skip
+
+
+def test_a_set_that_conflicts_with_its_option_is_refused_in_one_line(tmp_path: Path) -> None:
+    _one_line_error(
+        run("finetune", "--dataset", "bp4d", "--data-dir", str(tmp_path / "b"),
+            "--set", f"data.data_dir={tmp_path / 'a'}"),
+        "--set data.data_dir and its own option (--data-dir",
+    )  # fmt: skip
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_config_show_keeps_a_path_with_a_hash_and_a_colon() -> None:
+    out = run("config", "show", "cpu-tiny", "--set", "data.shards=runs/x #y: z")
+    assert out.returncode == 0 and "shards: 'runs/x #y: z'" in out.stdout, out.stdout
+
+
+def test_resolving_a_config_creates_and_sets_nothing(tmp_path: Path) -> None:
+    from clef_core.run.reproduction import resolve_config
+
+    odd = tmp_path / "my runs #2: fold 1"
+    before = dict(os.environ)
+    cfg = resolve_config("cpu-tiny", [], odd, "127.0.0.1:1", "x://y")
+    assert cfg.data.data_dir == odd and not odd.exists()
+    assert (cfg.compute.ray_address, cfg.tracking.mlflow_uri) == ("127.0.0.1:1", "x://y")
+    assert dict(os.environ) == before
 
 
 def test_a_bug_exits_3_with_its_traceback() -> None:

@@ -1,4 +1,4 @@
-"""Two `clef reproduce` at once on one data dir (README, "Faults a long run meets"): two real
+"""Two `clef reproduce` at once on one data dir (docs/faults.md): two real
 processes of the console script, started together on the synthetic BP4D fold 1 (cpu-tiny, two
 steps a stage, the session's shards), each with its own local Ray instance and temporary
 Prefect server, both on the data dir's Prefect database, MLflow store and unit cache.

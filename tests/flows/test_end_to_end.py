@@ -45,9 +45,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from clef_core.tracking.report import MAIN
+from clef_core.method.config import MAIN
+from flows.ports import Ports, choose_ports
 from flows.serve import FULL, SMOKE, stored
-from flows.stack import Ports, Service, choose_ports, down, read_state, start_again, status, up
+from flows.stack import Service, down, read_state, start_again, status, up
 from flows.train import experiment_links, runs_url
 
 pytestmark = pytest.mark.slow
@@ -375,8 +376,10 @@ def _screenshot(url: str, name: str, out: Path) -> str | None:
 
 
 def _readme_block(marker: str) -> str:
-    """The README's shell block that contains `marker` (the commands the tests mirror)."""
-    text = (REPO / "README.md").read_text()
+    """The docs' shell block (README or site) that contains `marker` (the commands the tests
+    mirror)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    text = "\n".join(p.read_text() for p in pages)
     blocks = [b.split("```", 1)[0] for b in text.split("```bash")[1:]]
     return next(b for b in blocks if marker in b)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clef_core.common.errors import ClefError
-from flows.stack import Ports, choose_ports, parse_ports, port_free
+from flows.ports import Ports, choose_ports, parse_ports, port_free
 
 
 def test_ports_are_free_distinct_and_asked_ones_kept() -> None:

@@ -45,6 +45,26 @@ def test_overrides_win_and_are_typed() -> None:
     assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
 
 
+ODD_PATH = "/data/my runs #2: fold 1"  # a comment mark, a YAML mapping mark and spaces
+
+
+def test_paths_survive_typed_and_text_overrides() -> None:
+    """The code's own overrides are typed values: a path stays the path. A user's `--set`
+    text is read as YAML except where the setting holds text (paths, URIs), which YAML would
+    cut at the '#' or turn into a mapping at the ': '."""
+    typed = load_config("cpu-tiny", [{"data.data_dir": Path(ODD_PATH), "protocol.folds": [2]}])
+    assert typed.data.data_dir == Path(ODD_PATH) and typed.protocol.folds == [2]
+    text = load_config("cpu-tiny", [f"data.shards={ODD_PATH}", f"model.init_weights={ODD_PATH}"])
+    assert text.data.shards == ODD_PATH and text.model.init_weights == Path(ODD_PATH)
+    assert parse_override("model.init_weights=null") == {"model": {"init_weights": None}}
+    assert parse_override("protocol.folds=[1, 2]") == {"protocol": {"folds": [1, 2]}}  # YAML
+    # later overrides win, whatever their form
+    cfg = load_config("cpu-tiny", [{"seed": 3}, "seed=4", {"stage1.epochs": 0}])
+    assert (cfg.seed, cfg.stage1.epochs) == (4, 0)
+    with pytest.raises(ConfigError, match="override key"):
+        load_config("cpu-tiny", [{"stage1.": 1}])
+
+
 def test_configs_are_frozen() -> None:
     cfg = load_config()
     with pytest.raises(Exception, match="frozen"):

@@ -2,7 +2,7 @@
 (`compute.grad_checkpointing`, open_clip's set_grad_checkpointing) a stage-2 step of the
 cpu-tiny model gives the same loss and gradients as without. torch.compile
 (`compute.torch_compile`) is not tested here: on this shared 2-core machine its first CPU
-compile of the tiny model did not finish within 10 minutes (README, "What is ours")."""
+compile of the tiny model did not finish within 10 minutes (docs/method.md, "What is ours")."""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def test_stage1_step_with_instance_pairing_is_simclr_pairing() -> None:
             model, batch, tokenizer_for(cfg.model), [("bp4d", "T1")] * 3, cfg.stage1,
             random.Random(0),
         )  # fmt: skip
-        got[pairing] = float(loss)
+        got[pairing] = float(loss.detach())
         with torch.no_grad():
             z1, z2 = model.encode_image(batch["view1"]), model.encode_image(batch["view2"])
     assert got["instance"] == pytest.approx(ref_instance_pairing(z1, z2, 0.25), rel=1e-5)
