@@ -9,6 +9,7 @@ message for its input, and the other inputs go on.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,31 @@ def expand(inputs: list[Path]) -> tuple[list[tuple[str, list[Path]]], list[str]]
     return items, problems
 
 
+def unique_names(
+    items: list[tuple[str, list[Path]]],
+) -> tuple[list[tuple[str, list[Path]]], list[str]]:
+    """Each work item's table name made unique in the run: its base name where no other input
+    shares it; else the path as given, suffix kept (a/face.jpg and b/face.jpg give a_face.jpg
+    and b_face.jpg; clip.png and clip.mp4 give clip.png and clip.mp4); else a counter. Without
+    this one table was written over the other. One note per renamed item."""
+    counts = Counter(name for name, _ in items)
+    named: list[tuple[str, list[Path]]] = []
+    notes: list[str] = []
+    taken: set[str] = set()
+    for name, files in items:
+        source = files[0] if len(files) == 1 else files[0].parent
+        new = name if counts[name] == 1 else safe_key(str(source))
+        base, k = new, 1
+        while new in taken:
+            k += 1
+            new = f"{base}-{k}"
+        taken.add(new)
+        named.append((new, files))
+        if new != name:
+            notes.append(f"{source}: table {new} ({name} is another input's name too)")
+    return named, notes
+
+
 def _frames(files: list[Path], every: int, meta: dict) -> Iterator[np.ndarray]:
     """BGR frames of one work item; fills meta["index"] / meta["time"] / meta["file"]."""
     if len(files) == 1 and files[0].suffix.lower() in VIDEO_EXT:
@@ -73,7 +99,7 @@ def _frames(files: list[Path], every: int, meta: dict) -> Iterator[np.ndarray]:
         for index, frame in iter_video(files[0], every=every):
             meta["index"].append(index)
             meta["time"].append(index / fps if fps > 0 else float("nan"))
-            meta["file"].append(files[0].name)
+            meta["file"].append(str(files[0]))  # the path as given: base names repeat
             yield frame
         return
     for index, path in enumerate(files[::every]):
@@ -84,7 +110,7 @@ def _frames(files: list[Path], every: int, meta: dict) -> Iterator[np.ndarray]:
             continue
         meta["index"].append(index * every)
         meta["time"].append(float("nan"))
-        meta["file"].append(path.name)
+        meta["file"].append(str(path))
         yield image
 
 

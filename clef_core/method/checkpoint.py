@@ -16,7 +16,7 @@ from clef_core import __version__
 from clef_core.common.errors import ClefError
 from clef_core.method.config import ExperimentConfig
 from clef_core.method.labels import LabelSpace
-from clef_core.method.model import ClefModel, build_model
+from clef_core.method.model import ClefModel, build_model, load_tensors
 
 
 def save_checkpoint(
@@ -101,14 +101,12 @@ def load_weights(
     map_location: str | torch.device = "cpu",
     strict: bool = True,
 ) -> None:
-    state = torch.load(directory / "model.pt", map_location=map_location, weights_only=True)
+    state = load_tensors(directory / "model.pt", map_location)
     if not strict:  # stage 1 -> stage 2: the backbone only, a head is new
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model.load_state_dict(state, strict=strict)
     if optimizer is not None and (directory / "optimizer.pt").exists():
-        optimizer.load_state_dict(
-            torch.load(directory / "optimizer.pt", map_location=map_location, weights_only=True)
-        )
+        optimizer.load_state_dict(load_tensors(directory / "optimizer.pt", map_location))
 
 
 def checkpoint_problem(directory: Path) -> str | None:

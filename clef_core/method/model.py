@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,13 +59,16 @@ class WeightReport:
     dropped: list[str]  # checkpoint keys the model does not have (e.g. FaRL's MIM head)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ClefError(f"initial weights file not found: {path}")
-    try:  # safe loading: tensors and plain containers only, no arbitrary pickled code
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code.
+    A file it refuses (a pickle with code in it, random bytes, a cut archive) is bad input:
+    one line saying what was expected, never torch's advice to load it unsafely."""
+    import pickle
+
+    try:
         with warnings.catch_warnings():  # torch's "dispatching to torch.jit.load": it refuses
             warnings.filterwarnings("ignore", message=".*TorchScript archive")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except RuntimeError as err:
         if "TorchScript" in str(err) or "constants.pkl" in str(err):
             # OpenAI's released CLIP files are TorchScript archives: loading one runs its code,
@@ -77,7 +80,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"\"import torch; torch.save(torch.jit.load('{path}', map_location='cpu')"
                 f".state_dict(), '{path.with_suffix('.state.pt')}')\" and pass the .state.pt file"
             ) from None
-        raise ClefError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        # torch's text for a refused pickle suggests weights_only=False: not repeated here.
+        problem = f"{type(err).__name__}, refused by safe loading (objects other than tensors)"
+    raise ClefError(
+        f"{path}: expected a PyTorch file of tensors (a state dict, as clef saves), found one "
+        f"it cannot read safely ({problem})"
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ClefError(f"initial weights file not found: {path}")
+    obj = load_tensors(path)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise ClefError(

@@ -183,7 +183,7 @@ CLEF = [str(Path(sys.executable).with_name("clef"))]
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The two portraits and a checkpoint: cpu-tiny with BP4D's 12 AUs, untrained (seeded):
-    the CLI's mechanics are under test here; what a trained model shows is in the README."""
+    the CLI's mechanics are under test here; what a trained model shows is in docs/measurements.md."""
     root = tmp_path_factory.mktemp("explain")
     paths = {}
     for name in ("astronaut", "grace_hopper"):

@@ -184,6 +184,34 @@ def test_bad_inputs_are_reported_and_the_rest_goes_on(
     assert "Traceback" not in nothing.stderr
 
 
+def test_inputs_sharing_a_name_get_a_table_each(
+    synth_root: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """Six inputs whose base names collide (issue #31: three tables were written for them,
+    each over another): six tables, the renames reported, the file column the path as given."""
+    import shutil
+
+    import cv2
+
+    face = cv2.imread(str(next((synth_root / "RAF-DB").rglob("*.jpg"))))
+    given = ["a/face.jpg", "b/face.jpg", "x y.jpg", "x_y.jpg", "clip.png", "clip.mp4"]
+    for name in given[:-1]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), face)
+    shutil.copy(synth_root / "videos" / "clip_01.mp4", tmp_path / "clip.mp4")
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("clef")), "predict", *given, "--model",
+         str(model_dir), "--out", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    tables = sorted((tmp_path / "out").glob("*.parquet"))
+    assert len(tables) == 6, [t.name for t in tables]
+    files = {pq.read_table(t).column("file")[0].as_py() for t in tables}
+    assert files == set(given)
+    assert run.stdout.count("renamed:") == 6
+
+
 def test_a_video_short_of_its_header_warns_and_exits_0(
     synth_root: Path, model_dir: Path, tmp_path: Path
 ) -> None:
