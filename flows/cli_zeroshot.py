@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from flows.cli_predict import Device
 from flows.cli_train import DataDir, MlflowUri, Preset, Sets, console
 
 Datasets = Annotated[
@@ -48,12 +49,14 @@ def zeroshot(
     seen: Seen = None,
     rows: Rows = None,
     seeds: Seeds = None,
+    device: Device = "cpu",
     sets: Sets = None,
     data_dir: DataDir = None,
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """Zero-shot as the CLEF poster runs it: unseen expressions scored by their names, and AUs
     -> expressions, each with and without stage 1, scored among the unseen and all classes."""
+    import torch
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -61,6 +64,7 @@ def zeroshot(
     from clef_core.run.reproduction import resolve_config
     from clef_core.tracking.zeroshot_report import record_zeroshot
     from clef_core.training.cache import verify_shards
+    from clef_core.training.evaluate import device_or_error
     from clef_core.training.protocol import ZEROSHOT_AU, ZEROSHOT_FERS, zeroshot_datasets
     from clef_core.training.zeroshot import ROWS, check, run_zeroshot, steps
     from flows.train import new_reproduction_id, run_book, show_mlflow, tracking_uri
@@ -70,6 +74,7 @@ def zeroshot(
     cfg = resolve_config(preset, sets or [], data_dir, None, mlflow_uri)
     use_data_dir(cfg.data.data_dir)
     check(cfg, fers, chosen)
+    target = torch.device(device_or_error(device))
     for name in sorted(zeroshot_datasets(fers, au)):  # every input readable before any work
         verify_shards(cfg.data.shard_dir, name)
     reproduction = new_reproduction_id()
@@ -80,8 +85,9 @@ def zeroshot(
     ) as progress:  # fmt: skip
         bar = progress.add_task("zero-shot", total=per)
         results = run_zeroshot(
-            cfg, fers, au, seen or None, chosen, numbers, lambda _s, _p: progress.advance(bar)
-        )
+            cfg, fers, au, seen or None, chosen, numbers,
+            lambda _s, _p: progress.advance(bar), target,
+        )  # fmt: skip
     out = cfg.data.data_dir / "reports" / f"zeroshot-{reproduction}"
     md = record_zeroshot(run_book(cfg, reproduction), results, out)
     console.print(Markdown(md.read_text()))
