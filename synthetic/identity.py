@@ -49,9 +49,14 @@ class Identity:
     expressiveness: float  # scales the subject's AU apexes
 
 
-def make_identity(name: str, seed: int) -> Identity:
-    """The identity of subject `name` (F*/M* names set the prior on beard and hair)."""
-    rng = rng_for(seed, "identity", name)
+def make_identity(name: str, seed: int, cohort: str = "") -> Identity:
+    """The identity of subject `name` (F*/M* names set the prior on beard and hair).
+
+    `cohort` keeps people of different recruitments apart when their ids coincide: BP4D and
+    BP4D+ both name subjects F001..., and they are different people. "" (BP4D, DISFA) keeps
+    the faces every measurement so far was made on.
+    """
+    rng = rng_for(seed, "identity", name) if not cohort else rng_for(seed, "identity", cohort, name)
     male = name.upper().startswith("M")
     tone = rng.uniform(0, len(SKIN_TONES_BGR) - 1)
     lo = int(tone)

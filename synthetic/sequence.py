@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from synthetic.dynamics import activity_track
-from synthetic.identity import make_identity, rng_for
+from synthetic.identity import Identity, make_identity, rng_for
 from synthetic.scene import FrameTruth, SequenceRenderer
 from synthetic.spec import SynthSpec
 
@@ -35,6 +35,13 @@ def truth_row(
     }
 
 
+def identity_of(dataset: str, subject: str, seed: int) -> Identity:
+    """The person filmed as `subject` of `dataset`. BP4D+ recruited other people than BP4D
+    under the same ids (F001...): its own cohort, so a stage 1 on it never sees BP4D's
+    held-out faces. BP4D, DISFA and the videos keep the faces measured so far."""
+    return make_identity(subject, seed, cohort="bp4d_plus" if dataset == "bp4d_plus" else "")
+
+
 def render_sequence(
     spec: SynthSpec,
     dataset: str,
@@ -44,7 +51,7 @@ def render_sequence(
     profile: tuple[tuple[int, ...], float],
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, FrameTruth]]:
     """Yield (index, BGR frame, AU intensities, truth) for one subject's task, streaming."""
-    idt = make_identity(subject, spec.seed)
+    idt = identity_of(dataset, subject, spec.seed)
     rng = rng_for(spec.seed, dataset, subject, task)
     track = activity_track(n_frames, profile, rng, idt.expressiveness)
     renderer = SequenceRenderer(idt, rng, n_frames, spec.image_size, spec.no_face_share)

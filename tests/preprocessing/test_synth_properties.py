@@ -123,3 +123,17 @@ def test_identity_is_a_nuisance(hog_features: tuple[np.ndarray, ...]) -> None:
     clf = LogisticRegression(max_iter=1000).fit(feats[a], subjects[a])
     accuracy = (clf.predict(feats[b]) == subjects[b]).mean()
     assert accuracy > 3 / len(set(subjects))
+
+
+def test_bp4d_plus_people_are_not_bp4d_people_of_the_same_id() -> None:
+    """Both datasets name subjects F001...; they recruited different people, so a stage 1 on
+    BP4D+ must not see BP4D's (held-out) faces. BP4D's own faces stay as measured."""
+    from synthetic.identity import make_identity
+    from synthetic.sequence import identity_of
+
+    for subject in ("F001", "M001"):
+        assert identity_of("bp4d", subject, 0) == make_identity(subject, 0)  # unchanged
+        plus = identity_of("bp4d_plus", subject, 0)
+        assert plus != identity_of("bp4d", subject, 0)
+        assert plus == identity_of("bp4d_plus", subject, 0)  # still determined
+    assert identity_of("disfa", "SN001", 0) == make_identity("SN001", 0)
