@@ -106,14 +106,18 @@ def test_run_probes_reads_people_tasks_and_parts() -> None:
 
 
 @pytest.mark.slow
-def test_clef_probe_writes_the_figures(shard_dir: Path, tmp_path: Path) -> None:
+def test_clef_probe_writes_the_figures(
+    shard_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from flows.cli import app
 
     # A data dir named with a comment mark, a YAML mapping mark and spaces (issue #29): the
-    # command's outputs land in it (the MLflow store and decoded cache by default), not in a
-    # folder cut at the '#'.
+    # command's outputs land in it (its MLflow store and logs by default), not in a folder cut
+    # at the '#'. The default store is asked for: no MLflow URI from the tests' environment
+    # (or an earlier test's stack). The decoded cache goes beside the shards' real folder.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     data = tmp_path / "my runs #2: probe"
     data.mkdir()
     (data / "shards").symlink_to(shard_dir)
@@ -121,7 +125,7 @@ def test_clef_probe_writes_the_figures(shard_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["probe", "--model", "random", "--dataset", "bp4d",
                                       "--fold", "1", "--data-dir", str(data), "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert {"mlflow.db", "cache", "shards"} <= {p.name for p in data.iterdir()}
+    assert {"mlflow.db", "logs", "shards"} <= {p.name for p in data.iterdir()}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("my runs")] == [data.name]
     got = json.loads(out.read_text())
     for key in ("au_f1", "au_f1_always", "au_auc", "activity_acc", "identity_acc"):
