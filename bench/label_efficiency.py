@@ -48,16 +48,21 @@ def _fraction(text: str) -> float:
 class Bench:
     """One seed's runs: the shared data, stage 1 once, then each row at each fraction."""
 
-    def __init__(self, data_dir: Path, sets: list[str], fold: int):
+    def __init__(self, data_dir: Path, sets: list[str], fold: int, corpus: str = "bp4d"):
         from clef_core.method.labels import shard_label_space
         from clef_core.training.cache import decoded_arrays, source_size
 
-        self.data_dir, self.sets = data_dir, sets
+        self.data_dir, self.sets, self.corpus = data_dir, sets, corpus
         self.train = tuple(p for p in range(3) if p != fold - 1)
         self.test = (fold - 1,)
         cfg = self.config("PA+PI+N+D", 0, 1.0)
         side = source_size(cfg.model.image_size, cfg.stage1.augment, cfg.stage2.augment)
         self.arrays = decoded_arrays(cfg.data.shard_dir, "bp4d", side)  # once for every run
+        # Stage 1's rows: BP4D's training parts, or all of a larger unlabelled corpus (BP4D+,
+        # other people: the paper's regime), decoded once for every seed.
+        self.corpus_arrays = (
+            self.arrays if corpus == "bp4d" else decoded_arrays(cfg.data.shard_dir, corpus, side)
+        )
         self.space = shard_label_space(cfg.data.shard_dir, "bp4d")
         self.stage1: Any = None  # the seed's stage-1 model
         self.stage1_steps = 0
@@ -78,7 +83,8 @@ class Bench:
 
         t0 = time.perf_counter()
         cfg = self.config("PA+PI+N+D", seed, 1.0)
-        s1 = run_local_stage(cfg, 1, "bp4d", self.train, arrays=self.arrays)
+        parts = self.train if self.corpus == "bp4d" else None
+        s1 = run_local_stage(cfg, 1, self.corpus, parts, arrays=self.corpus_arrays)
         self.stage1, self.stage1_steps = s1.model, len(s1.losses)
         return time.perf_counter() - t0
 
@@ -122,10 +128,14 @@ def summarize(scores: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, A
     }
 
 
-def markdown(summary: dict[str, Any], seeds: list[int], wall: float, steps: str) -> str:
+def markdown(
+    summary: dict[str, Any], seeds: list[int], wall: float, steps: str, corpus: str = "bp4d"
+) -> str:
     """The table: row x fraction, mean +- sd F1 and AUC over seeds, always-present F1, n."""
+    where = "BP4D's training parts" if corpus == "bp4d" else f"all of {corpus}"
     caption = (
-        f"Synthetic BP4D fold 1, cpu-tiny, seeds {', '.join(map(str, seeds))} (mean +- sd over "
+        f"Synthetic BP4D fold 1, stage 1 on {where}, cpu-tiny, seeds "
+        f"{', '.join(map(str, seeds))} (mean +- sd over "
         f"seeds; F1 at threshold 0.5; {steps}; {wall / 60:.0f} min on this machine)"
     )
     header = ["row", "label fraction (subjects)", "mean F1", "mean AUC", "always-present F1", "n"]
@@ -139,7 +149,10 @@ def markdown(summary: dict[str, Any], seeds: list[int], wall: float, steps: str)
 
 
 def plot(
-    scores: dict[str, dict[str, list[dict[str, Any]]]], summary: dict[str, Any], path: Path
+    scores: dict[str, dict[str, list[dict[str, Any]]]],
+    summary: dict[str, Any],
+    path: Path,
+    corpus: str = "bp4d",
 ) -> Path:
     """F1 against label fraction: each row's mean with sd bars and its seeds' points; the
     always-present F1 dashed."""
@@ -172,13 +185,17 @@ def plot(
     ax.set_xlabel("training subjects with AU labels")
     ax.set_ylabel("held-out mean AU F1 (%)")
     ax.legend(fontsize=7, loc="best")
-    ax.set_title("Label efficiency, synthetic BP4D fold 1 (cpu-tiny; points: seeds)", fontsize=9)
+    ax.set_title(f"Label efficiency, synthetic BP4D fold 1, stage 1 on {corpus} (cpu-tiny; "
+                 "points: seeds)", fontsize=9)  # fmt: skip
     return common.save_figure(fig, path, 120)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = common.parser(__doc__, ".bench/label_efficiency")
     p.add_argument("--fractions", type=_fraction, nargs="+", default=[0.1, 0.25, 1.0])
+    p.add_argument("--corpus", default="bp4d", choices=["bp4d", "bp4d_plus"],
+                   help="stage 1's data: BP4D's training parts, or all of the (larger, "
+                   "unlabelled for stage 1) BP4D+; its shards must be in <data-dir>/shards")  # fmt: skip
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                    help="no training: one table of these runs' label_efficiency.json "
                    "(e.g. one process per seed)")  # fmt: skip
@@ -201,7 +218,7 @@ def run_all(args: argparse.Namespace, log: Any, nested: Any) -> dict[str, dict[s
     other's stage-2 steps are its stage-2 plus stage-1 steps). `nested(name, tags, scores)`
     records one run; `log(text)` prints. Every run's scores go to `<out>/label_efficiency.json`
     as they come (marked partial): a run cut short still leaves them for `--merge`."""
-    bench = Bench(args.data_dir, args.sets, args.fold)
+    bench = Bench(args.data_dir, args.sets, args.fold, args.corpus)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     fracs = [f"{f:g}" for f in args.fractions]
@@ -268,11 +285,15 @@ def write_outputs(
         f"stage 1 {first['stage1_steps']} steps, stage 2 {first['stage2_steps']}; "
         f"{ROWS[1]}: stage 2 {first['total_steps']} (the same total)"
     )
-    (args.out / "label_efficiency.md").write_text(markdown(summary, args.seeds, wall, steps))
+    corpus = args.corpus
+    (args.out / "label_efficiency.md").write_text(
+        markdown(summary, args.seeds, wall, steps, corpus)
+    )
     (args.out / "label_efficiency.json").write_text(json.dumps(
-        {"scores": scores, "summary": summary, "wall_s": wall, "overrides": args.sets}, indent=1
+        {"scores": scores, "summary": summary, "wall_s": wall, "overrides": args.sets,
+         "corpus": corpus}, indent=1
     ))  # fmt: skip
-    plot(scores, summary, args.out / "label_efficiency.png")
+    plot(scores, summary, args.out / "label_efficiency.png", corpus)
 
 
 if __name__ == "__main__":
