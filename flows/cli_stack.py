@@ -34,26 +34,30 @@ def stack_up(
 ) -> None:
     """Start Prefect, MLflow, a Ray head and the deployment server on 127.0.0.1."""
     from flows.ports import choose_ports, parse_ports
-    from flows.stack import up, user_env
+    from flows.stack import up
+    from flows.stack_auth import secret_path, user_env
 
     chosen = choose_ports(parse_ports(ports or []))
     for s in up(data_dir, chosen):
         console.print(f"[green]up[/] {s.name:12s} {s.url}  (pid {s.pid}, log {s.log})")
-    _print_env(user_env(data_dir, chosen))
     console.print(
-        'then: prefect deployment run clef/smoke --watch   (or: eval "$(clef stack env)")'
+        f"secret (Ray token; Prefect and MLflow user clef): {secret_path(data_dir.resolve())}"
     )
+    _print_env(user_env(data_dir, chosen))
+    console.print('then: eval "$(clef stack env)"; prefect deployment run clef/smoke --watch')
 
 
 def _print_env(env: dict[str, str]) -> None:
+    """`export` lines; the values are shell words already (the secret read by `$(cat ...)`)."""
     for key, value in env.items():
         typer.echo(f"export {key}={value}")
 
 
 @stack_app.command("env")
 def stack_env(data_dir: StackDir = Path("data")) -> None:
-    """Print `export` lines for the stack's services: eval "$(clef stack env)"."""
-    from flows.stack import read_ports, user_env
+    """Print `export` lines for the stack's services and secret: eval "$(clef stack env)"."""
+    from flows.stack import read_ports
+    from flows.stack_auth import user_env
 
     ports = read_ports(data_dir)
     if ports is None:
@@ -118,20 +122,21 @@ def submit(
     import os
 
     from flows.stack import read_ports
+    from flows.stack_auth import auth_headers, read_secret
     from flows.submit import submit as submit_job
 
+    ports = read_ports(data_dir)
+    stack = f"http://127.0.0.1:{ports.ray_dashboard}" if ports else None
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or stack
     if address is None:
-        address = os.environ.get("RAY_API_SERVER_ADDRESS")
-    if address is None:
-        ports = read_ports(data_dir)
-        if ports is None:
-            raise ClefError(
-                "no Ray address: pass --address http://<head>:8265, set "
-                "RAY_API_SERVER_ADDRESS, or start the local stack (`clef stack up`)"
-            )
-        address = f"http://127.0.0.1:{ports.ray_dashboard}"
-    code = submit_job(address, list(args or []), working_dir if upload else None, wait, console)
-    raise typer.Exit(code)
+        raise ClefError(
+            "no Ray address: pass --address http://<head>:8265, set "
+            "RAY_API_SERVER_ADDRESS, or start the local stack (`clef stack up`)"
+        )
+    # The local stack's job API takes its token (a cluster's: Ray's own settings).
+    headers = auth_headers("ray", read_secret(data_dir.resolve())) if address == stack else None
+    where = working_dir if upload else None
+    raise typer.Exit(submit_job(address, list(args or []), where, wait, console, headers))
 
 
 def register(app: typer.Typer) -> None:

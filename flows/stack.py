@@ -6,6 +6,8 @@
   `clef_core.common.runtime.LOOPBACK_RAY_ENV`),
 - a process serving the `clef/full-reproduction` and `clef/smoke` deployments, wired to the
   three above.
+Each requires the stack's secret (`flows.stack_auth`: Ray's token authentication, Prefect's
+and MLflow's basic auth), which `up` makes once, readable by its owner only.
 Ports: the defaults below where they are free, any other free port where not (printed, kept in
 the state file, shown by `clef stack status` and `clef stack env`), or the ones asked for.
 Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json`, and `down` stops
@@ -31,6 +33,16 @@ from pathlib import Path
 from clef_core.common.errors import ClefError
 from clef_core.common.runtime import LOOPBACK_RAY_ENV, local_cpus
 from flows.ports import HOST, Ports, choose_ports
+from flows.stack_auth import (
+    auth_headers,
+    client_env,
+    make_secret,
+    mlflow_args,
+    read_secret,
+    secret_path,
+    server_env,
+    service_env,
+)
 
 
 @dataclass
@@ -46,9 +58,11 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=2
+        ) as r:
             return r.status == 200
     except OSError:
         return False
@@ -66,10 +80,10 @@ def _start(
     return Service(name, proc.pid, url, health, str(log))
 
 
-def _wait(service: Service, timeout: float) -> None:
+def _wait(service: Service, timeout: float, secret: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _healthy(service.health):
+        if _healthy(service.health, auth_headers(service.name, secret)):
             return
         if not _alive(service.pid):
             raise ClefError(f"{service.name} exited during start-up; see {service.log}")
@@ -110,26 +124,6 @@ def read_ports(data_dir: Path) -> Ports | None:
     return Ports(**saved) if saved else None
 
 
-def service_env(data_dir: Path, ports: Ports) -> dict[str, str]:
-    """What the flows run with: the stack's Prefect API, MLflow server and Ray head."""
-    return {
-        "PREFECT_API_URL": f"http://{HOST}:{ports.prefect}/api",
-        "PREFECT_HOME": str(data_dir / "prefect"),
-        "MLFLOW_TRACKING_URI": f"http://{HOST}:{ports.mlflow}",
-        "RAY_ADDRESS": f"{HOST}:{ports.ray}",
-        "CLEF_DATA_DIR": str(data_dir),
-    }
-
-
-def user_env(data_dir: Path, ports: Ports) -> dict[str, str]:
-    """What a shell needs for the documented commands against this stack (`clef stack env`)."""
-    return {
-        **service_env(data_dir.resolve(), ports),
-        # `ray job submit` / `clef submit` talk to the dashboard's job API, not to the GCS.
-        "RAY_API_SERVER_ADDRESS": f"http://{HOST}:{ports.ray_dashboard}",
-    }
-
-
 def ray_temp_dir(data_dir: Path) -> Path:
     """A Ray temp dir of this stack's own ($RAY_TMPDIR or /tmp, one per data dir), so that a
     driver started here never finds another cluster's session; kept short for Ray's sockets."""
@@ -138,27 +132,28 @@ def ray_temp_dir(data_dir: Path) -> Path:
 
 
 def _base_env(data_dir: Path) -> dict[str, str]:
-    """The services' environment: Prefect's home under the data dir, no outside cluster."""
+    """The services' environment: Prefect's home under the data dir, no outside cluster, Ray
+    in single-node mode with this stack's token (the caller's own token is not this stack's)."""
     base = {**os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
-    base.pop("PREFECT_API_URL", None)
-    base.pop("RAY_ADDRESS", None)  # the head must not join a cluster named in the caller's env
-    base.update(
-        {k: base.get(k, v) if k == "RAY_AUTH_MODE" else v for k, v in LOOPBACK_RAY_ENV.items()}
-    )
+    for key in ("PREFECT_API_URL", "RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        base.pop(key, None)  # RAY_ADDRESS: the head must not join a cluster named there
+    base.update(LOOPBACK_RAY_ENV)
+    base.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(secret_path(data_dir))})
     return base
 
 
-def _launch(name: str, data_dir: Path, ports: Ports) -> Service:
+def _launch(name: str, data_dir: Path, ports: Ports, secret: str) -> Service:
     """Start one service of the stack of `data_dir` on its ports (not waiting for it)."""
     folder = data_dir / "stack"
-    base = _base_env(data_dir)
+    base = {**_base_env(data_dir), **server_env(name, data_dir, ports, secret)}
     if name == "prefect":
         return _start("prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
                       base, f"http://{HOST}:{ports.prefect}", f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
     if name == "mlflow":
         return _start("mlflow", [_bin("mlflow"), "server", "--host", HOST, "--port", str(ports.mlflow),
                                  "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow-server.db'}",
-                                 "--artifacts-destination", str(data_dir / "mlflow-artifacts")],
+                                 "--artifacts-destination", str(data_dir / "mlflow-artifacts"),
+                                 *mlflow_args(ports)],
                       base, f"http://{HOST}:{ports.mlflow}", f"http://{HOST}:{ports.mlflow}/health", folder)  # fmt: skip
     if name == "ray":
         return _start("ray", [_bin("ray"), "start", "--head", "--block", "--node-ip-address", HOST,
@@ -170,7 +165,7 @@ def _launch(name: str, data_dir: Path, ports: Ports) -> Service:
                               "--temp-dir", str(ray_temp_dir(data_dir))],
                       base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder)  # fmt: skip
     if name == "deployments":
-        serve_env = {**base, **service_env(data_dir, ports)}
+        serve_env = {**base, **service_env(data_dir, ports), **client_env(data_dir, secret)}
         return _start("deployments", [sys.executable, "-m", "flows.serve"], serve_env,
                       f"http://{HOST}:{ports.prefect}/deployments",
                       f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
@@ -187,14 +182,15 @@ def up(data_dir: Path, ports: Ports | None = None, timeout: float = 180) -> list
             f"a stack is already running for {data_dir} ({', '.join(s.name for s in running)}): `clef stack down` first"
         )
     (data_dir / "stack").mkdir(parents=True, exist_ok=True)
-    services = [_launch(name, data_dir, ports) for name in ("prefect", "mlflow", "ray")]
+    secret = make_secret(data_dir)
+    services = [_launch(name, data_dir, ports, secret) for name in ("prefect", "mlflow", "ray")]
     _save(data_dir, services, ports)
     for s in services:
-        _wait(s, timeout)
-    serve = _launch("deployments", data_dir, ports)
+        _wait(s, timeout, secret)
+    serve = _launch("deployments", data_dir, ports, secret)
     services.append(serve)
     _save(data_dir, services, ports)
-    _wait_for_deployments(ports, serve, timeout)
+    _wait_for_deployments(ports, serve, timeout, secret)
     return services
 
 
@@ -210,16 +206,17 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
         raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
     if _alive(old.pid):
         raise ClefError(f"{name} (pid {old.pid}) is still running")
-    new = _launch(name, data_dir, ports)
+    secret = read_secret(data_dir)
+    new = _launch(name, data_dir, ports, secret)
     _save(data_dir, [new if s.name == name else s for s in services], ports)
     if name == "deployments":
-        _wait_for_deployments(ports, new, timeout)
+        _wait_for_deployments(ports, new, timeout, secret)
     else:
-        _wait(new, timeout)
+        _wait(new, timeout, secret)
     return new
 
 
-def _wait_for_deployments(ports: Ports, serve: Service, timeout: float) -> None:
+def _wait_for_deployments(ports: Ports, serve: Service, timeout: float, secret: str) -> None:
     """Until the deployment server has registered its deployments: after it marked earlier
     runs Crashed (`flows.serve.crash_orphans`), and not merely found in the database by an
     earlier stack of the same data dir (their `updated` time is this start's)."""
@@ -227,7 +224,7 @@ def _wait_for_deployments(ports: Ports, serve: Service, timeout: float) -> None:
     since = time.time() - 1  # the server's clock is this machine's; its stamps have µs
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        registered = _registered_at(url)
+        registered = _registered_at(url, auth_headers("prefect", secret))
         if registered is not None and registered >= since:
             return
         if not _alive(serve.pid):
@@ -236,12 +233,12 @@ def _wait_for_deployments(ports: Ports, serve: Service, timeout: float) -> None:
     raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
 
 
-def _registered_at(url: str) -> float | None:
+def _registered_at(url: str, headers: dict[str, str]) -> float | None:
     """When the deployment at `url` was last registered (its `updated`), None if not yet."""
     from datetime import datetime
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
             updated = json.loads(r.read()).get("updated")
     except (OSError, ValueError):
         return None
@@ -289,4 +286,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def status(data_dir: Path) -> list[tuple[Service, bool, bool]]:
     """(service, process alive, answering) for each service of the stack."""
-    return [(s, _alive(s.pid), _healthy(s.health)) for s in read_state(data_dir.resolve())]
+    data_dir = data_dir.resolve()
+    services = read_state(data_dir)
+    # A stack without its secret file (removed by hand) shows its Ray head as not answering.
+    secret = read_secret(data_dir) if secret_path(data_dir).exists() else ""
+    return [(s, _alive(s.pid), _healthy(s.health, auth_headers(s.name, secret))) for s in services]

@@ -37,15 +37,22 @@ def runtime_env(working_dir: Path | None, bin_dir: Path | None = None) -> dict:
 
 
 def submit(
-    address: str, args: list[str], working_dir: Path | None, wait: bool, console: Console
+    address: str,
+    args: list[str],
+    working_dir: Path | None,
+    wait: bool,
+    console: Console,
+    headers: dict[str, str] | None = None,
 ) -> int:
-    """Submit `clef ARGS` as a job; with `wait`, stream its log and return 0 when it succeeded."""
+    """Submit `clef ARGS` as a job; with `wait`, stream its log and return 0 when it succeeded.
+    `headers`: the local stack's token (`flows.stack_auth`); a cluster's comes from Ray's
+    own settings (RAY_AUTH_MODE=token and its token file or RAY_AUTH_TOKEN)."""
     from ray.job_submission import JobSubmissionClient
 
     if not args:
         raise ClefError("expected a clef command after `clef submit --`, e.g. `-- finetune ...`")
     try:
-        client = JobSubmissionClient(address)
+        client = JobSubmissionClient(address, headers=headers)
     except (ConnectionError, RuntimeError) as err:
         raise ClefError(f"no Ray job API at {address}: {err}") from None
     entrypoint = shlex.join(["clef", *args])

@@ -41,8 +41,10 @@ SERVICE_ENV: dict[str, str] = {
 # `--node-ip-address` by the machine's address and then binds its GCS, raylet, workers and
 # agents to every interface; its single-node mode (the one Ray uses on macOS and Windows)
 # keeps the node address, and so every port, on 127.0.0.1 (tests/test_end_to_end.py lists
-# the sockets). Such an instance is reachable from this machine only, so it runs without
-# Ray's token authentication (ours); a cluster you start yourself keeps Ray's own setting.
+# the sockets). The local instance `init_ray` starts lives as long as its own process and
+# runs without Ray's token authentication (ours); the stack's head, which any account of this
+# machine could reach for as long as the stack runs, turns it on with the stack's secret
+# (`flows.stack_auth`); a cluster you start yourself keeps Ray's own setting.
 LOOPBACK_RAY_ENV: dict[str, str] = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",

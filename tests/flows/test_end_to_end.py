@@ -21,7 +21,10 @@ started once for the module in one data dir; its tests, in order:
    port and database: the run ends Completed; the whole stack stopped (`down`) while another
    run trains stage 2 and started again (`up`): that run is marked Crashed and
    its rerun completes with stage 1 from the cache;
-and `clef stack down` stops exactly what was started.
+and `clef stack down` stops exactly what was started. The stack requires its secret
+(`flows.stack_auth`): the commands here run with what `clef stack env` exports, the REST
+checks send its credentials, and the MLflow UI is screenshot through a proxy that adds them
+(as a browser does once its user typed them into the login prompt).
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import pytest
@@ -49,12 +54,16 @@ from clef_core.method.config import MAIN
 from flows.ports import Ports, choose_ports
 from flows.serve import FULL, SMOKE, stored
 from flows.stack import Service, down, read_state, start_again, status, up
+from flows.stack_auth import auth_headers, client_env, read_secret
 from flows.train import experiment_links, runs_url
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The stack's Basic credentials (Prefect and MLflow take the same), set by the fixture: every
+# REST call of these tests sends them.
+AUTH: dict[str, str] = {}
 
 
 @dataclass
@@ -67,7 +76,8 @@ class Stack:
     def env(self) -> dict[str, str]:
         """A shell's env for the README's commands (what `clef stack env` prints)."""
         return {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{self.ports.prefect}/api",
-                "PREFECT_HOME": str(self.data / "prefect")}  # fmt: skip
+                "PREFECT_HOME": str(self.data / "prefect"),
+                **client_env(self.data, read_secret(self.data))}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +89,7 @@ def stack(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     ports = choose_ports({name: _free_port() for name in Ports.names()})
     try:
         services = up(data, ports)
+        AUTH.update(auth_headers("prefect", read_secret(data)))
         assert {s.name for s in services} == {"prefect", "mlflow", "ray", "deployments"}
         # `up` waited for each; a health check can still miss its 2 s on a loaded machine.
         answering = lambda: all(alive and ok for _, alive, ok in status(data))  # noqa: E731
@@ -129,13 +140,13 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=10) as r:
         return json.loads(r.read())
 
 
 def _post(url: str, body: dict) -> dict:
     req = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        url, json.dumps(body).encode(), {"Content-Type": "application/json", **AUTH}
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
@@ -202,6 +213,7 @@ def test_stack_status_and_env_show_its_ports(stack: Stack) -> None:
     exports = subprocess.run([str(BIN / "clef"), "stack", "env", *where], env=env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     lines = dict(line.removeprefix("export ").split("=", 1) for line in exports.stdout.splitlines())
+    assert read_secret(stack.data) not in exports.stdout  # read from its file by the shell
     assert lines["PREFECT_API_URL"] == stack.env["PREFECT_API_URL"]
     assert lines["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{stack.ports.ray_dashboard}"
     with urllib.request.urlopen(f"{lines['MLFLOW_TRACKING_URI']}/health", timeout=10) as r:
@@ -294,7 +306,7 @@ def test_killed_flow_resumes_on_the_stack_and_a_rerun_is_cached(stack: Stack) ->
     assert "Completed" in run.stdout + run.stderr
     assert s1.stat().st_mtime == s1_mtime  # pre-training was not redone
     assert shard.stat().st_mtime == shard_mtime  # nor was preprocessing
-    _check_mlflow_server(stack.ports, data.parent)
+    _check_mlflow_server(stack, data.parent)
 
     # 3. Nothing changed: every unit from the cache.
     s2 = next(runs.glob("s2-bp4d-fold1-*/result.json"))
@@ -319,8 +331,9 @@ def test_killed_flow_resumes_on_the_stack_and_a_rerun_is_cached(stack: Stack) ->
     assert all("clef.cached_from" in c.data.tags for c in children)
 
 
-def _check_mlflow_server(ports: Ports, out: Path) -> None:
+def _check_mlflow_server(stack: Stack, out: Path) -> None:
     """What the deployment logged, read back over MLflow's REST API, and the UI in Chromium."""
+    ports = stack.ports
     api = f"http://127.0.0.1:{ports.mlflow}/api/2.0/mlflow"
     exp = _get(f"{api}/experiments/get-by-name?experiment_name=clef-bp4d")["experiment"]
     exp_tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
@@ -344,15 +357,63 @@ def _check_mlflow_server(ports: Ports, out: Path) -> None:
     )
     assert models["registered_model"]["name"] == "clef-bp4d"
     server = f"http://127.0.0.1:{ports.mlflow}"
-    base = f"{server}/#/experiments/{exp['experiment_id']}"
-    _screenshot(f"{base}/runs/{urllib.parse.quote(parent_id)}", "mlflow-parent-run.png", out)
     # The experiment link `clef` prints opens on the training runs, not the GenAI overview.
     link = f"clef-bp4d: {runs_url(server, exp['experiment_id'])}"
-    assert link in experiment_links(server, "clef")
-    dom = _screenshot(runs_url(server, exp["experiment_id"]), "mlflow-experiment.png", out)
+    with mock.patch.dict(os.environ, client_env(stack.data, read_secret(stack.data))):
+        assert link in experiment_links(server, "clef")
+    with _signed_in(server) as ui:
+        base = f"{ui}/#/experiments/{exp['experiment_id']}"
+        _screenshot(f"{base}/runs/{urllib.parse.quote(parent_id)}", "mlflow-parent-run.png", out)
+        dom = _screenshot(runs_url(ui, exp["experiment_id"]), "mlflow-experiment.png", out)
     if dom is not None:
         assert runs[parent]["info"]["run_name"] in dom, "the experiment page shows no runs"
         assert "No data available" not in dom
+
+
+@contextlib.contextmanager
+def _signed_in(server: str) -> Iterator[str]:
+    """A proxy on 127.0.0.1 that adds the stack's credentials to every request for `server`:
+    what a browser does once its user typed them into the basic-auth prompt. Headless Chromium
+    cannot type, and refuses credentials in the URL for the page's own requests."""
+    import http.server
+    import threading
+
+    drop = {"host", "origin", "referer", "connection", "accept-encoding"}
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            keep = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+            req = urllib.request.Request(
+                server + self.path, body, {**keep, **AUTH}, method=self.command
+            )
+            try:
+                answer = urllib.request.urlopen(req, timeout=60)
+            except urllib.error.HTTPError as err:
+                answer = err
+            with answer:
+                data = answer.read()
+                self.send_response(answer.status)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_port}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def _browser() -> str | None:
@@ -403,8 +464,9 @@ def test_ray_job_submit_trains_on_the_stack(stack: Stack) -> None:
            "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--",
            "clef", "finetune", "--dataset", "bp4d", "--fold", "1", "--preset", "cpu-tiny", *sets,
            "--data-dir", str(data), "--mlflow-uri", mlflow_uri]  # fmt: skip
-    # A shell with the venv's bin not on PATH, as the issue's user had it.
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    # A shell with the venv's bin not on PATH, as the issue's user had it, and what
+    # `clef stack env` exports for the stack's secret.
+    env = {**os.environ, **client_env(data, read_secret(data)), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     printed = done.stdout + done.stderr
     assert done.returncode == 0 and "succeeded" in printed, printed[-3000:]
@@ -412,7 +474,8 @@ def test_ray_job_submit_trains_on_the_stack(stack: Stack) -> None:
 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(f"http://127.0.0.1:{ports.ray_dashboard}")
+    headers = auth_headers("ray", read_secret(data))
+    client = JobSubmissionClient(f"http://127.0.0.1:{ports.ray_dashboard}", headers=headers)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED
     api = f"{mlflow_uri}/api/2.0/mlflow"
     exp = _get(f"{api}/experiments/get-by-name?experiment_name=clef-bp4d")["experiment"]
