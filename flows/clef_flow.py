@@ -142,7 +142,7 @@ def clef(
     datasets: list[str] | None = None,
     folds: list[int] | None = None,
     ablations: list[str] | None = None,
-    weights: dict[str, Path] | None = None,
+    weights: dict[str, str] | None = None,
     zeroshot: bool = False,
     probes: bool = False,
     synthetic: bool = True,

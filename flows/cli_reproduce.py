@@ -29,8 +29,10 @@ Weights = Annotated[
     list[str] | None,
     typer.Option(
         "--weights",
-        help="Initial weights: clip=PATH (Table 6's CLIP rows) and farl=PATH (the rest; "
-        "default: model.init_weights). None given: from scratch (repeatable).",
+        help="Initial weights (repeatable): clip=... (Table 6's CLIP rows) and farl=... (the "
+        "rest; default: model.init_weights), each a file, a URL, an open_clip pretrained tag "
+        "(openai, laion2b_s34b_b88k), hf-hub:ORG/NAME, or farl-base-ep16 / farl-base-ep64: "
+        "fetched once into $CLEF_CACHE and checked. None given: from scratch.",
     ),
 ]
 Zeroshot = Annotated[
@@ -49,14 +51,15 @@ Synthetic = Annotated[
 ReproDataDir = Annotated[Path, typer.Option(help="Data dir (shards, runs, reports, MLflow store).")]
 
 
-def _pairs(items: list[str] | None, option: str) -> dict[str, Path]:
-    """`NAME=PATH` items (--weights, --root) as a dict; a malformed one is a usage error."""
+def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    """`NAME=VALUE` items (--weights, --root) as a dict; a malformed one is a usage error.
+    Text, not paths: a --weights URL keeps its '//'."""
     parsed = {}
     for item in items or []:
-        name, sep, path = item.partition("=")
+        name, sep, value = item.partition("=")
         if not sep:
-            raise typer.BadParameter(f"expected {option} NAME=PATH, got {item!r}")
-        parsed[name] = Path(path)
+            raise typer.BadParameter(f"expected {option} NAME=VALUE, got {item!r}")
+        parsed[name] = value
     return parsed
 
 

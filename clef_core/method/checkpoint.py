@@ -41,6 +41,8 @@ def save_checkpoint(
         "label_kind": space.kind if space else None,
         "labels": list(space.labels) if space else None,
         "head": "linear" if model.head is not None else "names",
+        # what the model started from (name, source URL, SHA-256), also in the config
+        "initial_weights": source.model_dump() if (source := config.model.init_source) else None,
         "config": config.model_dump(mode="json"),
     }
     (directory / "meta.json").write_text(json.dumps(meta, indent=1))

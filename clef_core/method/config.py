@@ -93,6 +93,19 @@ class InlineCLIPConfig(_Frozen):
         return self
 
 
+class WeightsSource(_Frozen):
+    """Which initial weights a model starts from (`clef_core.method.pretrained`): in the
+    resolved config, so meta.json, the MLflow params and the registered model's description
+    say it."""
+
+    name: str  # as given: openai, laion2b_s34b_b88k, hf-hub:ORG/NAME, farl-base-ep64, URL, path
+    url: str  # the file it resolved to: its URL (a hub file's pinned to a commit) or its path
+    sha256: str  # of that file as published (before any TorchScript conversion)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.url}, SHA-256 {self.sha256})"
+
+
 class ModelConfig(_Frozen):
     # open_clip architecture name; the paper's ViT-B/16 with FaRL needs QuickGELU, so the
     # default is open_clip's `ViT-B-16-quickgelu` (plain `ViT-B-16` loads FaRL's keys but
@@ -101,6 +114,7 @@ class ModelConfig(_Frozen):
     inline: InlineCLIPConfig | None = None  # the small CLIP built when arch is "inline"
     quick_gelu: bool = True  # activation of an inline model (FaRL/OpenAI weights use QuickGELU)
     init_weights: Path | None = None  # FaRL or OpenAI CLIP checkpoint; None = random init
+    init_source: WeightsSource | None = None  # what init_weights is, when it was resolved
     # What the image tower sees. "clip": CLIP's mean/std-normalised RGB (the paper; pretrained
     # weights expect it). "per_image_gray": each image turned grey and standardised to zero
     # mean and unit variance, which hides skin tone, lighting and contrast: a small model
@@ -424,8 +438,8 @@ def load_config(preset: str = "default", overrides: Sequence[Override] = ()) -> 
 
 FROM_SCRATCH = (
     "preset 'paper' without initial weights: the ViT-B/16 trains FROM SCRATCH, not from FaRL "
-    "as in the paper; give --set model.init_weights=PATH (FaRL's checkpoint; none can be "
-    "downloaded here)"
+    "as in the paper; give --weights farl=farl-base-ep64 (clef reproduce: fetched once) or "
+    "--set model.init_weights=PATH (FaRL's checkpoint)"
 )
 _warned: set[str] = set()
 

@@ -65,6 +65,8 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
     one line saying what was expected, never torch's advice to load it unsafely."""
     import pickle
 
+    if path.suffix == ".safetensors":  # the hub's weights files: tensors only by design
+        return _load_safetensors(path, map_location)
     try:
         with warnings.catch_warnings():  # torch's "dispatching to torch.jit.load": it refuses
             warnings.filterwarnings("ignore", message=".*TorchScript archive")
@@ -78,7 +80,8 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
                 f"{path} is a TorchScript archive, which safe (weights_only) loading refuses: "
                 "loading it can run code. Convert a file you trust once with: python -c "
                 f"\"import torch; torch.save(torch.jit.load('{path}', map_location='cpu')"
-                f".state_dict(), '{path.with_suffix('.state.pt')}')\" and pass the .state.pt file"
+                f".state_dict(), '{path.with_suffix('.state.pt')}')\" and pass the .state.pt file "
+                "(clef reproduce --weights clip=PATH converts it once itself)"
             ) from None
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
@@ -88,6 +91,18 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
         f"{path}: expected a PyTorch file of tensors (a state dict, as clef saves), found one "
         f"it cannot read safely ({problem})"
     )
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ClefError(
+            f"{path}: expected a safetensors file of tensors, found one it cannot read ({err})"
+        ) from None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from clef_core.common.errors import ClefError, ConfigError
 from clef_core.common.runtime import data_root, default_data_dir
@@ -26,6 +26,7 @@ from clef_core.method.config import (
     ablation_overrides,
     load_config,
 )
+from clef_core.method.pretrained import InitialWeights, fetch_weights
 from clef_core.training.protocol import Unit, datasets_of, plan, zeroshot_datasets
 
 # The command-line options that set a config value, by the key they set.
@@ -77,9 +78,11 @@ class ReproductionParams(BaseModel):
     # PA+PI, PI+N, PA+PI+N, PI+N+D; ours: SSL, SSL+N+D, stage 1 with instance pairing) or
     # "all"; `clef_core.method.config.ABLATIONS`.
     ablations: list[str] = []
-    # Initial weights files by source, "clip" and "farl": the CLIP rows start from "clip", the
-    # others from "farl" (else model.init_weights); a row without one trains from scratch.
-    weights: dict[str, Path] = {}
+    # Initial weights by source, "clip" and "farl": the CLIP rows start from "clip", the others
+    # from "farl" (else model.init_weights); a row without one trains from scratch. Each a file,
+    # a URL or a name (openai, farl-base-ep64, hf-hub:ORG/NAME: clef_core.method.pretrained),
+    # fetched once into the cache and checked.
+    weights: dict[str, str] = {}
     # The zero-shot experiments too (clef_core.training.zeroshot: unseen RAF-DB and FERPlus
     # expressions; BP4D AUs -> their expressions; rows CLEF and FaRL), with the full method's
     # config and its seed; their table goes in the report.
@@ -96,22 +99,26 @@ class ReproductionParams(BaseModel):
     mlflow_uri: str | None = None  # None = SQLite in the data dir
     synthetic_preset: str = Field("demo", pattern="^(test|demo)$")  # size of generated data
 
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        """Paths as given by Python callers (a URL would not survive as a Path: '//' -> '/')."""
+        return {k: str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
 
 def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
-    """The full method's config, and one per ablation row asked for."""
-    unknown = sorted(set(params.weights) - {"clip", "farl"})
-    if unknown:
-        raise ClefError(f"weights: unknown source {', '.join(unknown)}; known: clip, farl")
-    for source, path in sorted(params.weights.items()):
-        if not Path(path).is_file():
-            raise ClefError(f"weights: the {source} weights file {path} does not exist")
+    """The full method's config, and one per ablation row asked for, each with its initial
+    weights fetched (`initial_weights`) and named in `model.init_source`."""
+    fetched = initial_weights(params)
     given: dict[str, Any] = {
         "protocol.datasets": params.datasets,
         "protocol.folds": params.folds,
         # as the config's own: the paper preset then does not warn
-        "model.init_weights": params.weights.get("farl"),
+        "model.init_weights": fetched["farl"].path if "farl" in fetched else None,
     }
     extra: list[Override] = [*params.overrides, {k: v for k, v in given.items() if v is not None}]
+    paths = {source: w.path for source, w in fetched.items()}
+    sources = {w.path: w.source for w in fetched.values()}
     out = {}
     for name in [MAIN, *(n for n in ablation_names(params.ablations) if n != MAIN)]:
         sets = [*ablation_overrides(name), *extra]
@@ -119,11 +126,30 @@ def configs(params: ReproductionParams) -> dict[str, ExperimentConfig]:
             params.preset, sets, params.data_dir or default_data_dir(), params.ray_address,
             params.mlflow_uri,
         )  # fmt: skip
-        init = ablation_init_weights(name, cfg.model.init_weights, params.weights)
-        out[name] = cfg.model_copy(
-            update={"model": cfg.model.model_copy(update={"init_weights": init})}
-        )
+        init = ablation_init_weights(name, cfg.model.init_weights, paths)
+        model = {"init_weights": init, "init_source": sources.get(init) if init else None}
+        out[name] = cfg.model_copy(update={"model": cfg.model.model_copy(update=model)})
     return out
+
+
+def initial_weights(params: ReproductionParams) -> dict[str, InitialWeights]:
+    """Each source's weights fetched, checked and converted (`fetch_weights`): `--weights`'s,
+    and the config's own `model.init_weights` (taken as FaRL's) when no farl is given. Fetched
+    here, at planning, so a typo or a missing file fails before any work."""
+    unknown = sorted(set(params.weights) - {"clip", "farl"})
+    if unknown:
+        raise ClefError(f"weights: unknown source {', '.join(unknown)}; known: clip, farl")
+    specs = dict(params.weights)
+    # The architecture the names resolve for (open_clip's tags are per architecture); a farl
+    # placeholder keeps the paper preset from warning about training from scratch here.
+    placeholder = [{"model.init_weights": "farl"}] if "farl" in specs else []
+    model = load_config(params.preset, [*params.overrides, *placeholder]).model
+    if "farl" not in specs and model.init_weights is not None:
+        specs["farl"] = str(model.init_weights)
+    return {
+        source: fetch_weights(spec, model.arch, what=f"{source} weights")
+        for source, spec in sorted(specs.items())
+    }
 
 
 def check_roots(params: ReproductionParams, needed: set[str]) -> dict[str, Path]:

@@ -113,4 +113,16 @@ def _log_model(cfg: ExperimentConfig, run: Run | NullRun, unit: Unit, checkpoint
     """The checkpoint logged as the run's model, registered as <prefix>-<dataset>."""
     run.log_artifact(checkpoint, "model")
     if cfg.tracking.register_model:
-        run.register(f"{cfg.tracking.experiment_prefix}-{unit.dataset}", "model")
+        name = f"{cfg.tracking.experiment_prefix}-{unit.dataset}"
+        run.register(name, "model", model_description(cfg, unit))
+
+
+def model_description(cfg: ExperimentConfig, unit: Unit) -> str:
+    """A registered version's description: the unit and what its model started from."""
+    source = cfg.model.init_source
+    start = (
+        source.describe() if source
+        else str(cfg.model.init_weights) if cfg.model.init_weights
+        else "none (trained from scratch)"
+    )  # fmt: skip
+    return f"CLEF {unit.name}, preset {cfg.preset}; initial weights: {start}"

@@ -203,8 +203,9 @@ def ablation_table(runs: dict[str, list[UnitResult]]) -> list[str]:
         "descriptions. The paper's CLIP and FaRL rows start from those weights, its CLEF rows "
         "from FaRL. Ours: our run of the row (`clef reproduce --ablation all`; rows named "
         "CLIP-I ... FaRL-I+N+D, PI ... PA+PI+N+D); from: the initial weights ours started "
-        "from (CLIP, FaRL, or scratch: no weights file given; none can be downloaded here, "
-        "and from scratch a CLIP row and its FaRL row are the same training). SSL (ours, not "
+        "from (CLIP, FaRL, or scratch: no weights given (`--weights clip=openai --weights "
+        "farl=farl-base-ep64` fetches the paper's), and from scratch a CLIP row and its FaRL "
+        "row are the same training). SSL (ours, not "
         "in the paper, so no paper figure; listed when run): stage 1 with instance pairing, "
         "the self-supervised pairing of the paper's Figure 1a (positives: only the other view "
         "of the same image), then the I or I+N+D head.",

@@ -186,10 +186,10 @@ class RunBook:
         self._trackers.clear()
         return flush_spool(self.spool, quiet=True)
 
-    def register(self, name: str, run_id: str, artifact_path: str) -> None:
+    def register(self, name: str, run_id: str, artifact_path: str, description: str = "") -> None:
         """Register a run's logged checkpoint folder as a new version of model `name` (the
-        version lands in the run's tag `clef.model_version`)."""
-        self.tracker(run_id).register(name, artifact_path)
+        version lands in the run's tag `clef.model_version`), with `description`."""
+        self.tracker(run_id).register(name, artifact_path, description)
 
 
 class Run:
@@ -208,8 +208,8 @@ class Run:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.book.tracker(self.run_id).log_artifact(path, artifact_path)
 
-    def register(self, name: str, artifact_path: str) -> None:
-        self.book.register(name, self.run_id, artifact_path)
+    def register(self, name: str, artifact_path: str, description: str = "") -> None:
+        self.book.register(name, self.run_id, artifact_path, description)
 
     def workers(self, spool: Path) -> SpoolTarget:
         """What Ray workers log this run's metrics through, each in its own file in `spool`."""
@@ -234,7 +234,7 @@ class NullRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         pass
 
-    def register(self, name: str, artifact_path: str) -> None:
+    def register(self, name: str, artifact_path: str, description: str = "") -> None:
         pass
 
     def workers(self, spool: Path) -> None:

@@ -88,7 +88,9 @@ def _send(client: Any, run_id: str, record: dict[str, Any]) -> None:
             with contextlib.suppress(MlflowException):  # already registered: add a version
                 client.create_registered_model(record["name"])
             source = f"{client.get_run(run_id).info.artifact_uri}/{record['artifact_path']}"
-            version = client.create_model_version(record["name"], source, run_id=run_id)
+            version = client.create_model_version(
+                record["name"], source, run_id=run_id, description=record.get("description") or None
+            )
             client.set_tag(run_id, "clef.model_version", str(version.version))
         elif op == "terminate":
             client.set_terminated(run_id, record["status"], record["ts"])
@@ -247,10 +249,11 @@ class SpoolTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._append({"op": "tags", "t": {k: str(v) for k, v in tags.items()}})
 
-    def register(self, name: str, artifact_path: str) -> None:
+    def register(self, name: str, artifact_path: str, description: str = "") -> None:
         """Register the run's logged `artifact_path` as a new version of model `name` (tagged
-        `clef.model_version` on the run)."""
-        self._append({"op": "register", "name": name, "artifact_path": artifact_path})
+        `clef.model_version` on the run), with `description`."""
+        record = {"op": "register", "name": name, "artifact_path": artifact_path}
+        self._append({**record, "description": description})
 
     def terminate(self, ok: bool = True) -> None:
         status = "FINISHED" if ok else "FAILED"

@@ -130,6 +130,8 @@ def plan(cfg: ExperimentConfig) -> list[Unit]:
 def _config_part(cfg: ExperimentConfig, unit: Unit) -> dict[str, Any]:
     """The settings a unit's result depends on (not where services live or what else runs)."""
     dump = cfg.model_dump(mode="json")
+    if dump["model"].get("init_source") is None:  # keys from before the field stay the same
+        dump["model"].pop("init_source", None)
     compute = {k: dump["compute"][k] for k in ("num_workers", "precision")}
     stage = dump["stage1"] if unit.stage == 1 else dump["stage2"]
     return {"model": dump["model"], "stage": stage, "seed": cfg.seed, "compute": compute}
