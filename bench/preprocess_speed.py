@@ -10,9 +10,10 @@ best round: the ratio compares like with like. Peak RSS of the pipeline is measu
 fresh processes on a video and on one twice as long.
 
 Then BP4D-size JPEG frames (1040 x 1392 portrait, a face ~3x the crop): the pipeline with
-frames decoded at full size and at the reduced size it picks (`reduce_decode`).
+frames decoded at full size and at the reduced size it picks (`reduce_decode`). The last line:
+`pipeline N frames/CPU-s, decode D, ratio R` (D: the fastest decoder's, same run).
 
-    .venv/bin/python -m bench.preprocess_speed [--frames 600] [--rounds 5]
+    .venv/bin/python -m bench.preprocess_speed [--frames 600] [--rounds 5] [--smoke]
 """
 
 from __future__ import annotations
@@ -105,7 +106,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=5)
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="seconds: 16 frames, one round")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.frames, args.rounds = 16, 1
+    return args
 
 
 def interleaved(work: dict[Any, Callable[[], int]], rounds: int, what: str) -> dict[Any, float]:
@@ -145,7 +150,7 @@ def measure(args: argparse.Namespace) -> Measured:
         long = synth(base / "b", "disfa", args.frames // 2, (640, 480))
         best, results, videos = video_rates(short, base / "s", args.rounds)
         rss = peak_rss(short, base / "r1"), peak_rss(long, base / "r2")
-        large = synth(base / "c", "bp4d", max(1, args.frames // 24), (1040, 1392))
+        large = synth(base / "c", "bp4d", max(4, args.frames // 24), (1040, 1392))
         jpeg = {
             r: PreprocessOptions("bp4d", large, base / f"j{r}", force=True, reduce_decode=r)
             for r in (False, True)
@@ -156,7 +161,7 @@ def measure(args: argparse.Namespace) -> Measured:
     return Measured(videos, frames, faces, best, rss, large_rate)
 
 
-def report(m: Measured, args: argparse.Namespace) -> None:
+def report(m: Measured, args: argparse.Namespace) -> dict[str, float]:
     best, rss = m.best, m.rss
     fastest = max(BACKENDS, key=best.__getitem__)
     print(f"{m.videos} videos, {m.frames} frames, best of {args.rounds} interleaved rounds")
@@ -175,13 +180,19 @@ def report(m: Measured, args: argparse.Namespace) -> None:
     full, reduced = m.large[False], m.large[True]
     print(f"BP4D-size JPEG, full    : {full:6.0f} frames per CPU-second")
     print(f"BP4D-size JPEG, reduced : {reduced:6.0f} frames per CPU-second ({reduced / full:.2f}x)")
+    ratio = best["pipeline"] / best[fastest]
+    print(
+        f"pipeline {best['pipeline']:.0f} frames/CPU-s, decode {best[fastest]:.0f}, ratio {ratio:.2f}"
+    )
+    return {**best, "faces": m.faces / m.frames, "bp4d_full": full, "bp4d_reduced": reduced,
+            "peak_rss_mb": rss[0], "peak_rss_mb_twice": rss[1], "ratio": ratio}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     args = entry(parse, argv)
     cv2.setNumThreads(1)  # per core: one sequence per single-threaded task (as in Ray tasks)
     torch.set_num_threads(1)
-    report(measure(args), args)
+    return report(measure(args), args)
 
 
 if __name__ == "__main__":

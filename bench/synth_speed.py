@@ -4,7 +4,7 @@ Reports, in one run on this machine: render-only frames/s on one core (no encodi
 JPEG encode frames/s on one core, whole `generate` frames/s with all cores (per core too),
 and the share of visible faces the project's face front end (MTCNN) finds.
 
-    .venv/bin/python -m bench.synth_speed [--frames 600]
+    .venv/bin/python -m bench.synth_speed [--frames 600] [--smoke]
 """
 
 from __future__ import annotations
@@ -61,19 +61,25 @@ def detection_rate(root: Path) -> float:
     return hits / total
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--frames", type=int, default=600)
-    args = parser.parse_args()
+    parser.add_argument("--subjects", type=int, default=12, help="of the generated BP4D")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 16 frames, 3 subjects")
+    args = parser.parse_args(argv)
+    if args.smoke:  # the generator's smallest BP4D: 3 subjects (one a fold part), 4 frames a task
+        args.frames, args.subjects = 16, 3
     cores = os.cpu_count() or 1
     render = render_rate(args.frames, encode=False)
     encoded = render_rate(args.frames, encode=True)
+    per_task = 4 if args.smoke else 24
     with tempfile.TemporaryDirectory() as tmp:
         spec = make_spec(
-            Path(tmp), "demo", datasets=("bp4d",), subjects=12, frames_per_task=24, workers=cores
-        )
+            Path(tmp), "demo", datasets=("bp4d",), subjects=args.subjects,
+            frames_per_task=per_task, workers=cores,
+        )  # fmt: skip
         start = time.perf_counter()
         (summary,) = generate(spec, show_progress=False)
         whole = summary.frames / (time.perf_counter() - start)
@@ -87,6 +93,8 @@ def main() -> None:
         f"faces found (MTCNN), visible       : {100 * detected:6.1f} %  of {summary.frames - summary.no_face} frames"
     )
     print(f"no-face frames                     : {100 * summary.no_face / summary.frames:6.1f} %")
+    out = {"render": render, "render_jpeg": encoded, "generate": whole, "detected": detected}
+    return out
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ worker resumes from the last one (epoch and step included).
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,22 +78,29 @@ def train_loop(config: dict[str, Any]) -> None:
     def test() -> Any:
         return ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64, pin_memory=pin)
 
+    # `run_stage(time_steps=True)`: each optimiser step's end (perf_counter, this worker's
+    # clock), reported with the epoch's metrics: a benchmark times warm steps inside Ray Train
+    # without worker start (bench/train_speed). Off, nothing is recorded.
+    times: list[float] | None = [] if config.get("time_steps") else None
+    on_step = None if times is None else lambda step, parts: times.append(time.perf_counter())
+
     def report(end: EpochEnd) -> None:
         tracker.log_metrics(end.metrics, end.epoch)
+        extra = {} if times is None else {"step_times": list(times)}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
                 pred = end.predictions if end.last else None
                 stage.save(Path(tmp), model, opt, end.step, end.epoch, pred)  # the plain model
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(end.metrics, checkpoint=ckpt)
+            ray.train.report(end.metrics | extra, checkpoint=ckpt)
 
     # The held-out rows (a "test" dataset when the plan has them) are scored once, on rank 0.
     scores = plan.test is not None and rank == 0
     feed = Feed(train, config["steps_per_epoch"], test if scores else None)
     run_loop(
         stage, model, opt, feed, device, rank=rank, start=start, gather=gather_with_grad,
-        on_epoch=report,
+        on_step=on_step, on_epoch=report,
     )  # fmt: skip
     tracker.close(timeout=5)  # what is still unsent, the driver sends (RunBook.finish)
 
@@ -155,10 +163,13 @@ def run_stage(
     job: StageJob,
     storage: Where,
     tracker: TrackerFactory | None = None,
+    time_steps: bool = False,
 ) -> StageResult:
     """Plan `job`, build its Ray Datasets, fit a TorchTrainer, return the final checkpoint (on
     this machine: a download when `storage` is a URI). `tracker`: what rank 0 logs each
-    epoch's metrics through (None: nothing is logged)."""
+    epoch's metrics through (None: nothing is logged). `time_steps`: the metrics carry
+    `step_times`, the end of every step so far on rank 0's clock (a benchmark's;
+    each step's loss parts are then read as floats, a host sync per step)."""
     plan = plan_stage(cfg, job)
     stage = make_stage(cfg, plan)
     workers = cfg.compute.num_workers
@@ -169,6 +180,7 @@ def run_stage(
         "tracker": tracker,
         "local_batch": stage.batch_per_worker(workers),
         "steps_per_epoch": stage.steps_per_epoch(plan.rows),
+        "time_steps": time_steps,
     }
     store = location(storage)
     resources = {"CPU": cfg.compute.cpus_per_worker}
