@@ -112,8 +112,16 @@ def server_env(name: str, data_dir: Path, ports: Ports, secret: str) -> dict[str
 
 
 def mlflow_args(ports: Ports) -> list[str]:
-    """`mlflow server` options: the basic-auth app, CORS for its own UI only."""
-    return ["--app-name", "basic-auth", "--cors-allowed-origins", ui_origins(ports.mlflow)]
+    """`mlflow server` options: the basic-auth app, CORS for its own UI only, one worker.
+
+    One worker: with more, uvicorn's supervisor kills each worker that does not answer its
+    health ping within 5 s, and on a loaded 2-core machine the basic-auth app's workers took
+    longer than that to start, again and again (the server never came up in 180 s). One
+    process serves one user's UI and runs well (requests run in its thread pool)."""
+    return [
+        "--app-name", "basic-auth", "--cors-allowed-origins", ui_origins(ports.mlflow),
+        "--workers", "1",
+    ]  # fmt: skip
 
 
 def _mlflow_auth_config(data_dir: Path) -> Path:
@@ -126,6 +134,10 @@ def _mlflow_auth_config(data_dir: Path) -> Path:
         f"database_uri = sqlite:///{mlflow_auth_db(data_dir)}\n"
         f"admin_username = {USER}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Without the cache every request re-hashes the password (PBKDF2): a UI page's dozens
+        # of requests queue on a busy 2-core machine. One user whose password never changes
+        # while the server runs: nothing can go stale.
+        "auth_cache_ttl_seconds = 600\n"
     )
     return path
 
