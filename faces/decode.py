@@ -4,6 +4,10 @@ sparse access), PyAV; "auto" picks per access pattern (bench/preprocess_speed.py
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -41,8 +45,50 @@ REDUCED = {
 }
 
 
+# Bombs (ours): an image is decoded only when its header promises at most this many pixels
+# (50M: 3x a 24-megapixel photo, 35x a BP4D+ frame; a decoded one is then at most 150 MB),
+# and a zip member is read only when it inflates to at most this many bytes (64 MiB: a
+# BP4D+ frame's JPEG is ~0.2 MB). OpenCV's own cap is 2^30 pixels: 3 GB per image.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_MEMBER_BYTES = 64 * 2**20
+
+
+def limit(name: str, default: int) -> int:
+    """A size limit: $CLEF_<name> when set (read at each call, so Ray workers started with
+    the variable follow it), else `default`."""
+    value = os.environ.get(f"CLEF_{name}", "")
+    return int(value) if value.strip() else default
+
+
+def check_pixels(source: Path | bytes, name: str) -> None:
+    """Raise DecodeError when the image's header promises more than $CLEF_MAX_IMAGE_PIXELS
+    pixels; reads the header only. A format PIL cannot identify is left to OpenCV."""
+    from PIL import Image, UnidentifiedImageError
+
+    most = limit("MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning (over 89M pixels): said below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
+                width, height = image.size
+        pixels, size = width * height, f"{width}x{height} pixels"
+    except Image.DecompressionBombError as err:  # PIL's own cap (2 x 89M) came first
+        found = re.search(r"\((\d+) pixels\)", str(err))  # its message names the count
+        if not found or int(found[1]) <= most:  # ours raised past PIL's: PIL's word stands
+            raise DecodeError(f"{name}: {err}") from None
+        pixels, size = int(found[1]), f"{found[1]} pixels"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return
+    if pixels > most:
+        raise DecodeError(
+            f"{name}: image of {size}, over the limit of {most} ($CLEF_MAX_IMAGE_PIXELS); "
+            "not decoded"
+        )
+
+
 def read_image(path: Path, reduce: int = 1) -> np.ndarray:
     """A BGR image, decoded at 1/`reduce` scale (1, 2, 4 or 8)."""
+    check_pixels(path, str(path))
     image = cv2.imread(str(path), REDUCED[reduce])
     if image is None:
         raise DecodeError(f"unreadable image {path}")
@@ -50,6 +96,7 @@ def read_image(path: Path, reduce: int = 1) -> np.ndarray:
 
 
 def decode_image_bytes(data: bytes, name: str, reduce: int = 1) -> np.ndarray:
+    check_pixels(data, name)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED[reduce])
     if image is None:
         raise DecodeError(f"unreadable image {name}")

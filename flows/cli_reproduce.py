@@ -108,13 +108,14 @@ def _show_report(path: Path) -> None:
     from rich.markdown import Markdown
 
     from clef_core.run.reproduction import resolve_config
+    from clef_core.tracking.spool import spool_dir
     from flows.train import show_mlflow, tracking_uri
 
     console.print(Markdown(path.read_text()))
-    uri = tracking_uri(resolve_config("default", [], path.parents[2]))
+    cfg = resolve_config("default", [], path.parents[2])
     console.print(f"report: {path} and {path.with_suffix('.html')}")
     show_mlflow(
-        console, uri, resolve_config("default", [], path.parents[2]).tracking.experiment_prefix
+        console, tracking_uri(cfg), cfg.tracking.experiment_prefix, spool_dir(cfg.data.data_dir)
     )
 
 

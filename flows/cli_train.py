@@ -81,7 +81,7 @@ def _train(units_of, preset, sets, data_dir, ray_address, mlflow_uri, title: str
     print_table(console, results_table(results, title))
     for r in results:  # paths wrap rather than being cut, so outside the table
         console.print(f"{r.unit}: {Path(r.checkpoint).parent}", soft_wrap=True)
-    show_mlflow(console, book.uri, cfg.tracking.experiment_prefix)
+    show_mlflow(console, book.uri, cfg.tracking.experiment_prefix, book.spool)
 
 
 def pretrain(

@@ -62,6 +62,7 @@ def zeroshot(
 
     from clef_core.common.runtime import use_data_dir
     from clef_core.run.reproduction import resolve_config
+    from clef_core.tracking.spool import spool_dir
     from clef_core.tracking.zeroshot_report import record_zeroshot
     from clef_core.training.cache import verify_shards
     from clef_core.training.evaluate import device_or_error
@@ -92,7 +93,9 @@ def zeroshot(
     md = record_zeroshot(run_book(cfg, reproduction), results, out)
     console.print(Markdown(md.read_text()))
     console.print(f"{md}")
-    show_mlflow(console, tracking_uri(cfg), cfg.tracking.experiment_prefix)
+    show_mlflow(
+        console, tracking_uri(cfg), cfg.tracking.experiment_prefix, spool_dir(cfg.data.data_dir)
+    )
 
 
 def _seeds(text: str | None) -> list[int] | None:

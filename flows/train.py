@@ -159,9 +159,29 @@ def au_metrics_table(metrics: dict[str, float], au_ids: list[int], title: str) -
     return table
 
 
-def show_mlflow(console: Console, uri: str, prefix: str) -> None:
-    """Where to browse the runs: the `mlflow ui` line for a SQLite store, each experiment's link."""
+def show_mlflow(console: Console, uri: str, prefix: str, spool: Path | None = None) -> None:
+    """Where to browse the runs: the `mlflow ui` line for a SQLite store, each experiment's
+    link. A server that does not answer by now (training is done: its checkpoints and results
+    are written) is one warning line, then what `spool` still holds and how it gets there."""
+    from mlflow.exceptions import MlflowException
+
+    from clef_core.tracking.spool import pending, quick_http
+
     if not uri.startswith("http"):
         console.print(f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
-    for line in experiment_links(uri, prefix):
+    quick_http()  # one retry, not MLflow's minutes of them
+    try:
+        links = experiment_links(uri, prefix)
+    except (MlflowException, OSError) as err:
+        why = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        console.print(
+            f"warning: MLflow at {uri} did not answer ({why}); no links to the runs",
+            soft_wrap=True, highlight=False, markup=False,
+        )  # fmt: skip
+        if spool is not None:
+            left = not_logged_message(pending(spool), uri, spool)
+            console.print(left or f"nothing is left to send in {spool}: every tracking call "
+                          "of the run reached MLflow", soft_wrap=True, highlight=False)  # fmt: skip
+        return
+    for line in links:
         console.print(f"  {line}", soft_wrap=True, highlight=False)

@@ -14,11 +14,18 @@ from __future__ import annotations
 import csv
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from clef_core.common.datasets import REGISTRY
-from faces.decode import DecodeError, decode_image_bytes, read_image
+from faces.decode import (
+    MAX_MEMBER_BYTES,
+    DecodeError,
+    decode_image_bytes,
+    limit,
+    read_image,
+)
 from preprocessing.folds import part_of
 from preprocessing.readers.base import FrameItem, Reader, SequenceRef, layout_error
 
@@ -141,12 +148,15 @@ class BP4DReader(Reader):
 
     def _images(
         self, seq: SequenceRef, files: list[tuple[int, str]]
-    ) -> Iterator[tuple[int, str, bytes | Path]]:
+    ) -> Iterator[tuple[int, str, bytes | Path | DecodeError]]:
+        """Each frame's bytes (zip) or path (folder); a zip member that would inflate past
+        $CLEF_MAX_MEMBER_BYTES, or does not inflate, comes as its DecodeError, unread."""
         path = Path(seq.source)
         if path.suffix == ".zip":
+            most = limit("MAX_MEMBER_BYTES", MAX_MEMBER_BYTES)
             with zipfile.ZipFile(path) as archive:
                 for number, name in files:
-                    yield number, name, archive.read(name)
+                    yield number, name, _member(archive, path, name, most)
         else:
             for number, name in files:
                 yield number, name, Path(name)
@@ -201,6 +211,8 @@ class BP4DReader(Reader):
         unknown = [-1] * len(self.au_ids)
         for number, name, data in self._images(seq, files):
             try:
+                if isinstance(data, DecodeError):
+                    raise data
                 image = (
                     decode_image_bytes(data, name, reduce)
                     if isinstance(data, bytes)
@@ -215,6 +227,22 @@ class BP4DPlusReader(BP4DReader):
     name = "bp4d_plus"
     au_ids = REGISTRY[name].au_ids
     expected = "<root>/2D+3D/<Subject>/<Task>/<frame>.jpg or <root>/2D+3D/<Subject>.zip, and <root>/AUCoding/AU_OCC/<Subject>_<Task>.csv"
+
+
+def _member(archive: zipfile.ZipFile, path: Path, name: str, most: int) -> bytes | DecodeError:
+    """A zip member's bytes, or why not: one that would inflate past `most` bytes is never
+    read. Its size is the central directory's word, and zipfile never inflates past that
+    word (the CRC then fails), so a member that lies about it is caught too."""
+    size = archive.getinfo(name).file_size
+    if size > most:
+        return DecodeError(
+            f"{path}:{name}: zip member of {size} bytes inflated, over the limit of {most} "
+            "($CLEF_MAX_MEMBER_BYTES); not read"
+        )
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        return DecodeError(f"{path}:{name}: {err}")
 
 
 def _occurrence(value: str | None) -> int:
