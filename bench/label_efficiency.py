@@ -185,7 +185,7 @@ def plot(
     ax.set_xlabel("training subjects with AU labels")
     ax.set_ylabel("held-out mean AU F1 (%)")
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"Label efficiency, synthetic BP4D fold 1, stage 1 on {corpus} (cpu-tiny; "
+    ax.set_title(f"Label efficiency, synthetic BP4D fold 1\nstage 1 on {corpus} (cpu-tiny; "
                  "points: seeds)", fontsize=9)  # fmt: skip
     return common.save_figure(fig, path, 120)
 
