@@ -114,7 +114,7 @@ def plot(summary: dict[str, dict[str, tuple[float, float]]], path: Path) -> Path
     b.set_ylabel("held-out mean ROC-AUC")
     b.legend(fontsize=7, loc="lower right")
     for ax in (a, b):
-        ax.set_xticks(x, rows, fontsize=8)
+        ax.set_xticks(x, rows, fontsize=8, rotation=25, ha="right")  # long names: no overlap
     fig.suptitle(
         "Table 6 rows on synthetic BP4D fold 1 (cpu-tiny, mean +- sd over seeds)", fontsize=9
     )
