@@ -55,10 +55,13 @@ def bomb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _in_child(code: str) -> tuple[dict, float]:
     """Run `code`, which sets `out` (a dict), in a fresh Python; `out` and the child's own
-    peak RSS in MB (Linux's ru_maxrss is in KiB)."""
+    peak RSS in MB. Read as VmHWM (the peak of the child's own address space), not
+    getrusage's ru_maxrss, which Linux carries over fork and exec: a child of a large pytest
+    process would report its parent's peak."""
     code += (
-        "\nimport json, resource\n"
-        "out['rss_kib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "\nimport json, re\n"
+        "status = open('/proc/self/status').read()\n"
+        "out['rss_kib'] = int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
         "print(json.dumps(out))\n"
     )
     done = subprocess.run(
