@@ -56,6 +56,7 @@ from flows.serve import FULL, SMOKE, stored
 from flows.stack import Service, down, read_state, start_again, status, up
 from flows.stack_auth import auth_headers, client_env, read_secret
 from flows.train import experiment_links, runs_url
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,7 @@ def stack(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         assert {s.name for s in services} == {"prefect", "mlflow", "ray", "deployments"}
         # `up` waited for each; a health check can still miss its 2 s on a loaded machine.
         answering = lambda: all(alive and ok for _, alive, ok in status(data))  # noqa: E731
-        assert _wait_for(answering, 60), status(data)
+        assert wait_for(answering, 60), status(data)
         assert all("127.0.0.1" in s.url for s in services)
         yield Stack(data, ports, services)
     finally:
@@ -122,15 +123,6 @@ def _reproduce(data_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-
-
-def _wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def _free_port() -> int:
@@ -286,7 +278,7 @@ def test_killed_flow_resumes_on_the_stack_and_a_rerun_is_cached(stack: Stack) ->
 
     # 1. Killed in the middle of fine-tuning.
     first = _reproduce(data)
-    started_s2 = _wait_for(lambda: any((data / "ray_results").glob("s2-bp4d-fold1-*")), 600)
+    started_s2 = wait_for(lambda: any((data / "ray_results").glob("s2-bp4d-fold1-*")), 600)
     os.killpg(first.pid, signal.SIGKILL)  # the flow, its Ray instance, everything
     first.wait()
     assert started_s2, "fine-tuning never started"
@@ -547,11 +539,11 @@ def test_a_deployment_run_goes_on_through_a_prefect_server_restart(stack: Stack)
     done_before = _results(data, "s1-bp4d-fold1") | _results(data, "s2-bp4d-fold1")
     before = set((data / "ray_results").glob("*"))
     run_id = _run_deployment(stack, FIRST)
-    assert _wait_for(lambda: _started(data, "s1-bp4d-fold1-*", before), 600), "no stage 1"
+    assert wait_for(lambda: _started(data, "s1-bp4d-fold1-*", before), 600), "no stage 1"
     prefect = next(s for s in stack.services if s.name == "prefect")
     os.killpg(prefect.pid, signal.SIGKILL)
     killed_at = time.time()
-    assert _wait_for(lambda: not _alive_pid(prefect.pid), 30)
+    assert wait_for(lambda: not _alive_pid(prefect.pid), 30)
     start_again(data, "prefect")
     stack.services[:] = read_state(data)  # the fixture's `down` and checks see the new PID
     flow_run = _final_state(stack, run_id, 600)
@@ -572,7 +564,7 @@ def test_a_deployment_run_cut_by_a_stack_restart_is_crashed_and_its_rerun_cached
     data = stack.data
     before = set((data / "ray_results").glob("*"))
     run_id = _run_deployment(stack, SECOND)
-    assert _wait_for(lambda: _started(data, "s2-bp4d-fold1-*", before), 600), "no stage 2"
+    assert wait_for(lambda: _started(data, "s2-bp4d-fold1-*", before), 600), "no stage 2"
     done = {p: p.stat().st_mtime for p in _results(data, "s1-bp4d-fold1")}  # this run's too
     s2_before = _results(data, "s2-bp4d-fold1")
     assert set(down(data)) == {"prefect", "mlflow", "ray", "deployments"}

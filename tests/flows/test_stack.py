@@ -27,18 +27,10 @@ from clef_core.common.errors import ClefError
 from flows.ports import Ports, choose_ports, parse_ports, port_free
 from flows.stack import down, status, up
 from flows.stack_auth import auth_headers, make_secret, read_secret, secret_path
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_ports_are_free_distinct_and_asked_ones_kept() -> None:
@@ -167,7 +159,7 @@ def test_ray_job_api_runs_nothing_without_the_secret(stack: tuple[Path, Ports, s
     assert not proof.exists()
     code, _, body = _call(url, job, auth_headers("ray", secret))
     assert code == 200, body
-    assert _wait_for(proof.exists, 120), "the job with the token did not run"
+    assert wait_for(proof.exists, 120), "the job with the token did not run"
     # The docs' `ray job submit` line, in a shell set up by `clef stack env`.
     done = _shell(data, 'ray job submit --address "$RAY_API_SERVER_ADDRESS" -- echo submitted-ok')
     assert done.returncode == 0 and "submitted-ok" in done.stdout + done.stderr, done.stderr[-2000:]
