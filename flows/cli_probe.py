@@ -43,7 +43,7 @@ def probe(
     from clef_core.training.cache import verify_shards
     from clef_core.training.evaluate import device_or_error
     from clef_core.training.probe import RANDOM
-    from clef_core.training.probe import probe as run_probe
+    from clef_core.training.probe_cache import cached_probe
     from flows.probes import label_of, record_probes
     from flows.train import new_reproduction_id, run_book
 
@@ -63,7 +63,7 @@ def probe(
     with console.status("probing") as status:
         for spec in model:
             status.update(f"probing {label_of(spec)}: features, then the probes")
-            results.append((label_of(spec), run_probe(cfg, spec, dataset, fold, target)))
+            results.append((label_of(spec), cached_probe(cfg, spec, dataset, fold, target)))
     folder = out.parent / f"{out.stem}-files"
     book = run_book(cfg, new_reproduction_id())
     written = record_probes(book, results, folder)

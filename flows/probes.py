@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from clef_core.common.results import UnitResult
 from clef_core.method.config import ExperimentConfig
 from clef_core.tracking.runbook import RunBook
-from clef_core.training.probe import RANDOM, ProbeResult, probe
+from clef_core.training.probe import RANDOM, ProbeResult
+from clef_core.training.probe_cache import cached_probe
 
 EXPERIMENT = "probe"  # MLflow experiment `<prefix>-probe`
 
@@ -57,13 +58,14 @@ def record_probes(book: RunBook, results: list[tuple[str, ProbeResult]], out: Pa
 @task(cache_policy=NO_CACHE)
 def probes(cfg: ExperimentConfig, stage1: list[UnitResult], book: RunBook, out: Path) -> list[dict[str, Any]]:  # fmt: skip
     """Probe each stage-1 unit of an AU dataset's fold against a random initialisation of the
-    same architecture, on that fold (the demo: BP4D fold 1)."""
+    same architecture, on that fold (the demo: BP4D fold 1); results cached by content
+    (`probe_cache`), so a rerun with nothing changed fits nothing again."""
     results: list[tuple[str, ProbeResult]] = []
     for unit in stage1:
         if unit.fold is None:  # stage 1 on a whole corpus (FER's BP4D+): no held-out people
             continue
         for spec, name in ((RANDOM, None), (unit.checkpoint, f"stage 1 ({unit.unit})")):
-            r = probe(cfg, spec, unit.dataset, unit.fold)
+            r = cached_probe(cfg, spec, unit.dataset, unit.fold)
             results.append((label_of(spec, name), r))
             get_run_logger().info(
                 "probe %s on %s fold %d: AU F1 %.3f (always %.3f), activity %.3f, identity %.3f",

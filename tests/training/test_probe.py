@@ -105,6 +105,22 @@ def test_run_probes_reads_people_tasks_and_parts() -> None:
     assert 0 <= r.au_f1 <= 1 and 0 <= r.au_auc <= 1
 
 
+def test_probe_cache_key_follows_the_model_and_the_fold(shard_dir: Path, tmp_path: Path) -> None:
+    from clef_core.training.probe_cache import probe_key
+
+    cfg = load_config("cpu-tiny", [f"data.shards={shard_dir}", f"data.data_dir={tmp_path}"])
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.pt").write_bytes(b"weights one")
+    first = probe_key(cfg, str(ckpt), "bp4d", 1)
+    assert probe_key(cfg, str(ckpt), "bp4d", 1) == first
+    assert probe_key(cfg, str(ckpt), "bp4d", 2) != first
+    (ckpt / "model.pt").write_bytes(b"weights two")  # retrained in the same folder
+    assert probe_key(cfg, str(ckpt), "bp4d", 1) != first
+    reseeded = load_config("cpu-tiny", [f"data.shards={shard_dir}", "seed=1"])
+    assert probe_key(cfg, "random", "bp4d", 1) != probe_key(reseeded, "random", "bp4d", 1)
+
+
 @pytest.mark.slow
 def test_clef_probe_writes_the_figures(
     shard_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -139,3 +155,14 @@ def test_clef_probe_writes_the_figures(
     runs = client.search_runs([client.get_experiment_by_name("clef-probe").experiment_id])
     logged = [r for r in runs if "au_f1" in r.data.metrics]
     assert logged and logged[0].data.metrics["au_f1"] == pytest.approx(got["au_f1"])
+
+    # A rerun reuses the cached probe (issue #30: the demo's second run): a mark written into
+    # the cache comes back, so nothing was fitted again.
+    (cached,) = (data / "runs" / "probes").glob("*.json")
+    mark = {**json.loads(cached.read_text()), "au_f1": 0.123456}
+    cached.write_text(json.dumps(mark))
+    again = tmp_path / "again.json"
+    result = CliRunner().invoke(app, ["probe", "--model", "random", "--dataset", "bp4d",
+                                      "--fold", "1", "--data-dir", str(data), "--out", str(again)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.read_text())["au_f1"] == 0.123456
