@@ -2,9 +2,9 @@
 
 On synthetic 640x480 DISFA-style MJPG videos: decode-only speed of OpenCV, decord and PyAV,
 and the whole per-sequence pipeline (decode + MTCNN face search + O-Net landmarks on every
-frame + alignment + JPEG + Parquet) over the same videos, in one process (target: >= 200
-frames per CPU-second). Speeds are counted in CPU seconds (the per-core cost; decord
-decodes on more than one thread). This machine is a shared VM whose speed drifts by +-15%
+frame + alignment + JPEG + Parquet) over the same videos, in one process (issue #30's
+target: >= 300 frames per CPU-second). Speeds are counted in CPU seconds (the per-core cost;
+decord decodes on more than one thread). This machine is a shared VM whose speed drifts by +-15%
 within minutes, so decoders and pipeline are timed in interleaved rounds and each keeps its
 best round: the ratio compares like with like. Peak RSS of the pipeline is measured in
 fresh processes on a video and on one twice as long.
@@ -169,7 +169,7 @@ def report(m: Measured, args: argparse.Namespace) -> dict[str, float]:
         print(f"decode only, {backend:<7}    : {best[backend]:6.0f} frames per CPU-second")
     print(
         f"whole pipeline          : {best['pipeline']:6.0f} frames per CPU-second "
-        f"({100 * best['pipeline'] / best[fastest]:.0f}% of {fastest}; target >= 200)"
+        f"({100 * best['pipeline'] / best[fastest]:.0f}% of {fastest}; target >= 300)"
     )
     print(f"faces found             : {100 * m.faces / m.frames:6.1f} %")
     print(f"peak RSS, {args.frames} frames    : {rss[0]:6.0f} MB")
