@@ -84,7 +84,27 @@ class BP4DReader(Reader):
                 tasks = {p.name for p in path.iterdir() if p.is_dir()}
             for task in sorted((t for t in tasks if TASK.match(t)), key=lambda t: int(t[1:])):
                 out.append(SequenceRef(f"{subject}_{task}", subject, task, str(path)))
+        self._report_unframed({s.key for s in out})
         return out
+
+    def _report_unframed(self, listed: set[str]) -> None:
+        """One message per label file whose task has no frames here (a folder not copied, a
+        zip not unpacked): without it the task is left out without a word."""
+        if self.label_dir is None:
+            return
+        subjects, frame_root = self._subjects(), self.frame_root
+        assert frame_root is not None
+        for path in sorted(self.label_dir.glob("*.csv")):
+            subject, _, task = path.stem.partition("_")
+            if not (SUBJECT.match(subject) and TASK.match(task)) or path.stem in listed:
+                continue
+            source = subjects.get(subject)
+            where = (
+                f"no {subject}/{task}/*.jpg in {source}"
+                if source is not None and source.suffix == ".zip"
+                else f"no frame folder {(source or frame_root / subject) / task}"
+            )
+            self.issues.add(f"{path}: labels for {subject} {task} but {where}; task skipped")
 
     def part(self, subject: str) -> int:
         return part_of(self.name, subject)
@@ -207,6 +227,8 @@ class BP4DReader(Reader):
 
     def frames(self, seq: SequenceRef, reduce: int = 1) -> Iterator[FrameItem]:
         files = self._frame_files(seq)
+        if not files:  # a folder (or zip folder) with no frame in it: no shard, said why
+            self.issues.add(f"{seq.source}: no {seq.task}/*.jpg frames in it; task skipped")
         labels = self._checked_labels(seq, files)
         unknown = [-1] * len(self.au_ids)
         for number, name, data in self._images(seq, files):

@@ -91,3 +91,51 @@ def test_label_frames_must_name_the_image_files(synth_root: Path, tmp_path: Path
     for item in items:  # the rows that name a file label it, with that row's own values
         assert item.au == original.get(item.frame - shift, [-1] * 12)
     assert sum(item.frame - shift in original for item in items) == len(frames) // 2
+
+
+def test_a_labelled_task_without_frames_is_reported(synth_root: Path, tmp_path: Path) -> None:
+    """A BP4D copy where F001 has T1's frames, an empty T2 folder and no T3 folder, with the
+    label files of all three: T1 is written; T2 and T3 each get one message saying which
+    labels found no frames where (issue #31: they were left out without a word)."""
+    from tests.conftest import run_inline
+
+    source = synth_root / "BP4D"
+    root = tmp_path / "BP4D"
+    labels = root / "AUCoding" / "AU_OCC"
+    labels.mkdir(parents=True)
+    for task in ("T1", "T2", "T3"):
+        shutil.copy(source / "AUCoding" / "AU_OCC" / f"F001_{task}.csv", labels)
+    frames = root / "BP4D-training" / "F001"
+    shutil.copytree(source / "BP4D-training" / "F001" / "T1", frames / "T1")
+    (frames / "T2").mkdir()
+
+    rows, manifest = run_inline("bp4d", root, tmp_path / "shards")
+    assert {r["task"] for r in rows} == {"T1"} and manifest.rows == len(rows) > 0
+    assert sorted(manifest.issues) == [  # the summary prints them as warnings
+        f"{labels / 'F001_T3.csv'}: labels for F001 T3 but no frame folder {frames / 'T3'}; "
+        "task skipped",
+        f"{frames}: no T2/*.jpg frames in it; task skipped",
+    ]
+
+
+def test_a_labelled_task_missing_from_a_zip_is_reported(synth_root: Path, tmp_path: Path) -> None:
+    """BP4D+ as zips: a label file whose task (T6) has no member in its subject's zip."""
+    import zipfile
+
+    from preprocessing.pipeline import PreprocessOptions, plan
+
+    root = tmp_path / "BP4D+"
+    shutil.copytree(synth_root / "BP4D+", root)
+    archive = sorted(root.rglob("*.zip"))[0]
+    subject = archive.stem
+    with zipfile.ZipFile(archive) as z:
+        members = {n: z.read(n) for n in z.namelist() if "/T6/" not in n}
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    sequences, issues = plan(PreprocessOptions("bp4d_plus", root, tmp_path / "shards"))
+    assert f"{subject}_T6" not in {s.key for s in sequences}
+    label = root / "AUCoding" / "AU_OCC" / f"{subject}_T6.csv"
+    assert issues == [
+        f"{label}: labels for {subject} T6 but no {subject}/T6/*.jpg in {archive}; task skipped"
+    ]
