@@ -15,6 +15,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from faces.native import NativeOutput
+
 Backend = Literal["auto", "opencv", "decord", "pyav"]
 
 
@@ -86,10 +88,40 @@ def check_pixels(source: Path | bytes, name: str) -> None:
         )
 
 
+SOI, EOI = b"\xff\xd8", b"\xff\xd9"  # a JPEG's first and last markers
+
+
+def check_complete(source: Path | bytes, name: str) -> None:
+    """Raise DecodeError when a JPEG ends before its end-of-image marker: a file cut short.
+    OpenCV's imread decodes the part that is there and fills the rest grey, so a frame cut to
+    a third would be kept as a whole frame (without a face, in practice). Cheap: the first and
+    last bytes; only a file that has data after its image (some cameras append some) is
+    decoded by PIL (at 1/8 scale, which still reads every byte) to tell."""
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            head = f.read(2)
+            f.seek(max(0, source.stat().st_size - 4096))
+            tail = f.read()
+    else:
+        head, tail = source[:2], source[-4096:]
+    if head != SOI or tail.rstrip(b"\x00").endswith(EOI):  # not a JPEG, or whole (padded)
+        return
+    from PIL import Image
+
+    try:  # PIL raises on a premature end (unless a caller set LOAD_TRUNCATED_IMAGES)
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DecodeError(f"{name}: JPEG cut short or damaged ({err})") from None
+
+
 def read_image(path: Path, reduce: int = 1) -> np.ndarray:
     """A BGR image, decoded at 1/`reduce` scale (1, 2, 4 or 8)."""
     check_pixels(path, str(path))
-    image = cv2.imread(str(path), REDUCED[reduce])
+    check_complete(path, str(path))
+    with NativeOutput(str(path)) as native, native.caught():  # libjpeg's warnings: the log
+        image = cv2.imread(str(path), REDUCED[reduce])
     if image is None:
         raise DecodeError(f"unreadable image {path}")
     return image
@@ -97,7 +129,9 @@ def read_image(path: Path, reduce: int = 1) -> np.ndarray:
 
 def decode_image_bytes(data: bytes, name: str, reduce: int = 1) -> np.ndarray:
     check_pixels(data, name)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED[reduce])
+    check_complete(data, name)
+    with NativeOutput(name) as native, native.caught():
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED[reduce])
     if image is None:
         raise DecodeError(f"unreadable image {name}")
     return image
@@ -110,72 +144,123 @@ def iter_video(
 
     Raises DecodeError after the last good frame if the file is truncated or unreadable.
     """
+    for index, _, frame in iter_timed_video(path, backend, every):
+        yield index, frame
+
+
+def iter_timed_video(
+    path: Path, backend: Backend = "auto", every: int = 1
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield (0-based index, seconds, BGR frame) for every `every`-th frame, streaming.
+
+    The seconds are the frame's presentation timestamp from the container, counted from the
+    video stream's start: a variable-frame-rate video (phones, screen recordings) gets its
+    real times, which index / average fps is not. Only a frame without a timestamp gets
+    index / fps (nan when the fps is unknown too). Native decoders' messages go to the log
+    (`faces.native`). Raises DecodeError after the last good frame if the file is truncated
+    or unreadable.
+    """
     if not path.is_file():
         raise DecodeError(f"video not found: {path}")
     if backend == "auto":  # sequential reads: OpenCV; sparse reads: decord (STACK.md, bench/)
         backend = "opencv" if every <= 4 else "decord"
-    if backend == "opencv":
-        yield from _opencv(path, every)
-    elif backend == "decord":
-        yield from _decord(path, every)
-    else:
-        yield from _pyav(path, every)
+    decode = {"opencv": _opencv, "decord": _decord, "pyav": _pyav}[backend]
+    with NativeOutput(str(path)) as native:
+        yield from decode(path, every, native)
 
 
-def _opencv(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
-    cap = cv2.VideoCapture(str(path))
+def seconds(pts: float | None, index: int, fps: float) -> float:
+    """A frame's time: its timestamp where the container gave one, else index / fps."""
+    if pts is not None:
+        return pts
+    return index / fps if fps > 0 else float("nan")
+
+
+def _opencv(
+    path: Path, every: int, native: NativeOutput
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    with native.caught():
+        cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise DecodeError(f"cannot open video {path}")
+        reason = native.last()
+        raise DecodeError(f"cannot open video {path}" + (f": {reason}" if reason else ""))
     expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    index = 0
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    index, last = 0, float("nan")
     try:
         while True:
-            if index % every:
-                if not cap.grab():
-                    break
-            else:
-                ok, frame = cap.read()
+            with native.caught():
+                grabbed = cap.grab()  # every frame is decoded; only the kept ones converted
+            if not grabbed:
+                break
+            msec = cap.get(cv2.CAP_PROP_POS_MSEC)  # its PTS from the stream's start; 0: none
+            last = seconds(msec / 1000 if msec > 0 or index == 0 else None, index, fps)
+            if index % every == 0:
+                with native.caught():
+                    ok, frame = cap.retrieve()
                 if not ok:
                     break
-                yield index, frame
+                yield index, last, frame
             index += 1
     finally:
         cap.release()
     if index == 0:
         raise DecodeError(f"{path}: decoded 0 of {expected} frames (truncated or corrupt)")
-    if expected > 0 and index < expected:
+    if ended_early(index, expected, last, fps):
         raise ShortVideo(path, index, expected)
 
 
-def _decord(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
+def ended_early(decoded: int, expected: int, last: float, fps: float) -> bool:
+    """Whether a video stopped before its header's frame count with its last frame short of
+    the end too. Where the container stores no count (Matroska, WebM) OpenCV's is duration
+    x average fps: a variable-frame-rate video has fewer frames than that, all there, its
+    last one at the end (within 1.5 frames of the rate: rounding and the last's duration)."""
+    if expected <= 0 or decoded >= expected:
+        return False
+    return not (fps > 0 and last * fps >= expected - 2.5)
+
+
+def _decord(
+    path: Path, every: int, native: NativeOutput
+) -> Iterator[tuple[int, float, np.ndarray]]:
     import decord
 
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with native.caught():
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except Exception as err:  # decord raises its own DECORDError without a public base class
         raise DecodeError(f"cannot open video {path}: {err}") from None
     n = len(reader)
     for index in range(0, n, every):
         try:
-            frame = reader[index].asnumpy()
+            with native.caught():
+                frame = reader[index].asnumpy()
         except Exception as err:
             if index > 0:  # the frames before it were decoded
                 raise ShortVideo(path, index, n) from err
             raise DecodeError(f"{path}: frame {index} of {n} unreadable: {err}") from None
-        yield index, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        start = float(reader.get_frame_timestamp(index)[0])  # PTS from the stream's start
+        yield index, start, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
 
 
-def _pyav(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
+def _pyav(path: Path, every: int, native: NativeOutput) -> Iterator[tuple[int, float, np.ndarray]]:
     import av
 
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as err:
         raise DecodeError(f"cannot open video {path}: {err}") from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError(f"{path}: no video stream in it")
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or 0)
+    origin = stream.start_time or 0  # OpenCV and decord count from the stream's start too
     try:
-        for index, frame in enumerate(container.decode(video=0)):
+        for index, frame in enumerate(container.decode(stream)):
             if index % every == 0:
-                yield index, frame.to_ndarray(format="bgr24")
+                pts = None if frame.pts is None else float((frame.pts - origin) * stream.time_base)
+                yield index, seconds(pts, index, fps), frame.to_ndarray(format="bgr24")
     except av.error.FFmpegError as err:
         raise DecodeError(f"{path}: decoding stopped: {err}") from None
     finally:

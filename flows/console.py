@@ -6,7 +6,9 @@ that starts them calls `quiet_libraries`, which sends those lines to a file and 
 console what a user follows: the flow's and tasks' own lines (what each step did, logged by our
 code through Prefect's `prefect.flow_runs` / `prefect.task_runs` loggers), and every warning and
 error. Prefect's engine logs on those loggers too ("Beginning flow run", "Finished in state
-Completed()"): those INFO lines, written by Prefect's own modules, go to the file.
+Completed()"): those INFO lines, written by Prefect's own modules, go to the file. So do
+the messages FFmpeg, libjpeg and OpenCV print on a damaged video or image, which
+`faces.native` catches off the process's stderr.
 `clef --verbose` (the CLI's switch) keeps them all on the console too. Prefect's API handler
 is not touched: the UI keeps every line.
 
@@ -63,6 +65,9 @@ def quiet_libraries(log_file: Path, ray: bool = True, prefect: bool = True) -> P
     to_file.setLevel(logging.INFO)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     previous = _state["file"]
+    # the native decoders' messages on a damaged file ("moov atom not found"), caught off fd 2
+    # by `faces.native` and logged at INFO: below the root's WARNING, so let them through
+    logging.getLogger("faces").setLevel(logging.INFO)
     for name in ("", "ray"):  # root (where Prefect's loggers end) and Ray's own
         logger = logging.getLogger(name)
         if isinstance(previous, logging.Handler) and previous in logger.handlers:

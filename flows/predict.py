@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clef_core.inference.predictor import Predictor
-from faces.decode import DecodeError, ShortVideo, iter_video, read_image
+from faces.decode import DecodeError, ShortVideo, iter_timed_video, read_image
 from preprocessing.readers.video import IMAGE_EXT, VIDEO_EXT, safe_key
 
 
@@ -91,14 +91,10 @@ def unique_names(
 def _frames(files: list[Path], every: int, meta: dict) -> Iterator[np.ndarray]:
     """BGR frames of one work item; fills meta["index"] / meta["time"] / meta["file"]."""
     if len(files) == 1 and files[0].suffix.lower() in VIDEO_EXT:
-        import cv2
-
-        cap = cv2.VideoCapture(str(files[0]))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        cap.release()
-        for index, frame in iter_video(files[0], every=every):
+        # the container's timestamps: a variable-frame-rate video's are not index / fps
+        for index, seconds, frame in iter_timed_video(files[0], every=every):
             meta["index"].append(index)
-            meta["time"].append(index / fps if fps > 0 else float("nan"))
+            meta["time"].append(seconds)
             meta["file"].append(str(files[0]))  # the path as given: base names repeat
             yield frame
         return
