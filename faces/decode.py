@@ -15,6 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from clef_core.common.paths import missing
 from faces.native import NativeOutput
 
 Backend = Literal["auto", "opencv", "decord", "pyav"]
@@ -161,7 +162,7 @@ def iter_timed_video(
     or unreadable.
     """
     if not path.is_file():
-        raise DecodeError(f"video not found: {path}")
+        raise DecodeError(missing(path, "video not found"))
     if backend == "auto":  # sequential reads: OpenCV; sparse reads: decord (STACK.md, bench/)
         backend = "opencv" if every <= 4 else "decord"
     decode = {"opencv": _opencv, "decord": _decord, "pyav": _pyav}[backend]

@@ -75,10 +75,11 @@ def _explain_one(
     shown: Console,
 ) -> str | None:  # fmt: skip
     """Explain one image (its PNG grid and JSON written); the reason it could not be, if not."""
+    from clef_core.common.paths import missing
     from clef_core.inference.explain_plot import explain_image
 
     if not path.is_file():
-        return f"{path}: no such file (expected an image file)"
+        return missing(path, "no such file (expected an image file)")
     r = explain_image(net, space, path, out, labels, f"{path.name} - {model}", layer)
     if r.png is not None:
         shown.print(f"{path.name}: {r.png} and {r.json}", highlight=False)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from clef_core import __version__
 from clef_core.common.errors import ClefError
 from clef_core.common.manifest import Manifest, Shard, recorded_shards, write_manifest
+from clef_core.common.paths import symlink_loops
 from faces.align import box_transform, face_transform, warp
 from faces.decode import DecodeError
 from faces.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
@@ -215,7 +216,11 @@ def input_hash(root: Path) -> str:
         dirs.sort()
         for name in sorted(files):
             p = Path(folder) / name
-            digest.update(f"{p.relative_to(root)}\0{p.stat().st_size}\n".encode())
+            try:
+                size = p.stat().st_size
+            except OSError:  # a broken link or a symlink loop (reported by `plan`): no size
+                size = -1
+            digest.update(f"{p.relative_to(root)}\0{size}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -281,4 +286,6 @@ def plan(opts: PreprocessOptions) -> tuple[list[SequenceRef], list[str]]:
         raise ClefError(
             f"{opts.root}: no {opts.dataset} sequences found (is this the dataset's root?)"
         )
-    return sequences, reader.issues.messages
+    # a loop is left out of every reader's listing (it is no file and no folder): said here
+    loops = [f"symlink loop at {p}; not read" for p in symlink_loops(opts.root)]
+    return sequences, reader.issues.messages + loops

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from clef_core.common.errors import ClefError, ConfigError
+from clef_core.common.paths import symlink_loop
 from clef_core.common.runtime import data_root, default_data_dir
 from clef_core.method.config import (
     DATASETS,
@@ -161,6 +162,8 @@ def check_roots(params: ReproductionParams, needed: set[str]) -> dict[str, Path]
             f"roots: unknown dataset {', '.join(unknown)}; known: {', '.join(DATASETS)}"
         )
     for name, root in sorted(params.roots.items()):
+        if symlink_loop(Path(root)):  # exists() says False for it too
+            raise ClefError(f"{name}: dataset root: symlink loop at {root}")
         if not Path(root).exists():
             raise ClefError(f"{name}: dataset root {root} does not exist")
     missing = sorted(d for d in needed if d not in params.roots)

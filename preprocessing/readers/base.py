@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clef_core.common.errors import ClefError
+from clef_core.common.paths import symlink_loop
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Reader(ABC):
     classes: tuple[str, ...] = ()
 
     def __init__(self, root: Path) -> None:
+        if symlink_loop(root):  # exists() says False for it too: not "does not exist"
+            raise ClefError(f"{self.name}: dataset root: symlink loop at {root}")
         if not root.exists():
             raise ClefError(f"{self.name}: dataset root {root} does not exist")
         self.root = root

@@ -1,0 +1,37 @@
+"""Input paths that are not there, told apart: a symbolic link that leads back to itself (a
+loop: `ln -s a b; ln -s b a`) answers False to `Path.exists()` and `is_file()` just as a
+missing file does, so without this a loop was reported as "no such file" (issue #31), or left
+out of a folder's listing without a word."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+
+def symlink_loop(path: Path) -> bool:
+    """Whether `path` is a symbolic link that never resolves (the system's ELOOP)."""
+    try:
+        path.stat()
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
+def missing(path: Path, what: str = "no such file or folder") -> str:
+    """Why `path` cannot be read, for a message: `what`, or that it is a symlink loop."""
+    return f"symlink loop at {path}" if symlink_loop(path) else f"{path}: {what}"
+
+
+def symlink_loops(root: Path) -> list[Path]:
+    """Every symlink loop under `root`, sorted. Links to folders are not followed (a link to
+    a parent folder is a cycle the listings never enter); only links are stat-ed, so the
+    walk costs what a listing of the tree costs."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink() and symlink_loop(path):
+                found.append(path)
+    return sorted(found)
