@@ -182,7 +182,7 @@ def load_explainer(
     mode on `device`, and its label space (None: stage 1). Anything that is not a loadable CLEF
     checkpoint is one ClefError line saying what was expected and what was found."""
     from clef_core.common.errors import ClefError
-    from clef_core.inference.predictor import resolve_model_dir
+    from clef_core.inference.registry import resolve_model_dir
     from clef_core.method.checkpoint import (
         checkpoint_problem,
         label_space_of,

@@ -1,7 +1,8 @@
 """Per-frame AU and expression predictions with trained CLEF models, on any frames.
 
 `Predictor.from_uri(uri)` loads a checkpoint folder, an MLflow model URI (`models:/clef-bp4d/1`,
-`runs:/<id>/model`) or a registered model's name (its latest version). `predict_frames(frames)`
+`runs:/<id>/model`) or a registered model's name (its latest version), fetched once into a
+cache keyed by tracking server and version (`registry`). `predict_frames(frames)`
 finds and aligns the face in each frame (the preprocessing detector, tracked across frames),
 scores the aligned crops in batches (`score_crops`: on a GPU, uint8 crops through pinned
 memory, resized there, bf16 autocast), and yields one `FrameResult` per input frame: never
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from clef_core.common.errors import ClefError
+from clef_core.inference.registry import resolve_model_dir
 from clef_core.method.checkpoint import label_space_of, load_model
 from clef_core.method.labels import LabelSpace
 from clef_core.method.model import ClefModel, tokenizer_for
@@ -46,47 +48,6 @@ class _Head:
     threshold: float
     text: torch.Tensor | None  # [C, d] class text features (names head), computed once
     precision: str = "auto"  # the model's compute.precision: autocast on CUDA (steps.autocast_for)
-
-
-def resolve_model_dir(uri: str, tracking_uri: str | None, cache: Path) -> Path:
-    """A local checkpoint folder for `uri` (downloaded from MLflow when it is not local)."""
-    path = Path(uri).expanduser()
-    if path.is_dir():
-        return path
-    if "/" in uri and not uri.startswith(("models:/", "runs:/")):  # a path, not a model name
-        raise ClefError(
-            f"model {uri!r}: no such checkpoint folder (expected model.pt and meta.json in it)"
-        )
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    if not uri.startswith(("models:/", "runs:/")):
-        versions = client.search_model_versions(f"name = '{uri}'")
-        if not versions:
-            raise ClefError(
-                f"model {uri!r}: not a checkpoint folder, an MLflow URI (models:/NAME/VERSION, "
-                f"runs:/ID/model) or a registered model name at {client.tracking_uri}"
-            )
-        uri = f"models:/{uri}/{max(int(v.version) for v in versions)}"
-    target = cache / uri.replace(":/", "_").replace("/", "_")
-    if not (target / "meta.json").is_file():
-        from mlflow.exceptions import MlflowException
-
-        try:  # the tracking URI is passed, never set for the whole process
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri,
-                    dst_path=str(target),
-                    tracking_uri=client.tracking_uri,
-                    registry_uri=getattr(client, "_registry_uri", None) or client.tracking_uri,
-                )
-            )
-        except (MlflowException, OSError) as err:  # no such model or version, store unreachable
-            raise ClefError(f"cannot fetch model {uri} from {client.tracking_uri}: {err}") from None
-        if not (local / "meta.json").is_file():  # a run's root: the checkpoint is under model/
-            local = local / "model"
-        return local
-    return target
 
 
 class Predictor:
