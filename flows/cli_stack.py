@@ -1,5 +1,5 @@
-"""`clef stack up|env|status|down` (the local services) and `clef submit` (a clef command as a
-Ray job on the stack's or a cluster's Ray)."""
+"""`clef stack up|restart|env|status|down` (the local services) and `clef submit` (a clef
+command as a Ray job on the stack's or a cluster's Ray)."""
 
 from __future__ import annotations
 
@@ -32,19 +32,43 @@ def stack_up(
         ),
     ] = None,
 ) -> None:
-    """Start Prefect, MLflow, a Ray head and the deployment server on 127.0.0.1."""
-    from flows.ports import choose_ports, parse_ports
-    from flows.stack import up
+    """Start Prefect, MLflow, a Ray head and the deployment server on 127.0.0.1; on a stack
+    that runs, start only the services that are not running."""
+    from flows.ports import parse_ports
+    from flows.stack import read_ports, read_state, up
     from flows.stack_auth import secret_path, user_env
 
-    chosen = choose_ports(parse_ports(ports or []))
-    for s in up(data_dir, chosen):
-        console.print(f"[green]up[/] {s.name:12s} {s.url}  (pid {s.pid}, log {s.log})")
+    before = {s.name: s.pid for s in read_state(data_dir.resolve())}
+    for s in up(data_dir, asked=parse_ports(ports or [])):
+        # The same PID as before: it was running and `up` left it alone.
+        if before.get(s.name) == s.pid:
+            console.print(f"[green]running[/] {s.name:12s} {s.url}  (pid {s.pid})", soft_wrap=True)
+        else:
+            console.print(
+                f"[green]started[/] {s.name:12s} {s.url}  (pid {s.pid}, log {s.log})",
+                soft_wrap=True,
+            )
     console.print(
         f"secret (Ray token; Prefect and MLflow user clef): {secret_path(data_dir.resolve())}"
     )
+    chosen = read_ports(data_dir)
+    assert chosen is not None  # `up` saved them
     _print_env(user_env(data_dir, chosen))
     console.print('then: eval "$(clef stack env)"; prefect deployment run clef/smoke --watch')
+
+
+@stack_app.command("restart")
+def stack_restart(
+    service: Annotated[str, typer.Argument(help="prefect, mlflow, ray or deployments.")],
+    data_dir: StackDir = Path("data"),
+) -> None:
+    """Stop one service of the stack and start it again on its port and store."""
+    from flows.stack import restart
+
+    s = restart(data_dir, service)
+    console.print(
+        f"[green]restarted[/] {s.name:12s} {s.url}  (pid {s.pid}, log {s.log})", soft_wrap=True
+    )
 
 
 def _print_env(env: dict[str, str]) -> None:

@@ -13,7 +13,10 @@ the state file, shown by `clef stack status` and `clef stack env`), or the ones 
 Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json`, and `down` stops
 exactly those process groups (never `ray stop`, which would stop every Ray on the machine).
 The serving process is stopped first, with SIGINT: it ignores SIGTERM once its server is gone.
-`start_again` starts one service that stopped (killed, crashed) again on its port and store.
+`up` on a stack that runs starts only what is missing (killed, crashed), on the stack's ports
+and stores, and leaves the running services alone; an `up` that fails stops again what it
+started, so it never leaves a half stack. `restart` stops one service and starts it again;
+`start_again` starts one that stopped.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def _start(
     return Service(name, proc.pid, url, health, str(log))
 
 
-def _wait(service: Service, timeout: float, secret: str) -> None:
+def _wait(service: Service, timeout: float, secret: str, fix: str = "") -> None:
+    """Until `service` answers its health check; `fix`: what to do if it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _healthy(service.health, auth_headers(service.name, secret)):
@@ -89,7 +93,8 @@ def _wait(service: Service, timeout: float, secret: str) -> None:
             raise ClefError(f"{service.name} exited during start-up; see {service.log}")
         time.sleep(0.5)
     raise ClefError(
-        f"{service.name} did not answer at {service.health} within {timeout:.0f} s; see {service.log}"
+        f"{service.name} (pid {service.pid}) did not answer at {service.health} within "
+        f"{timeout:.0f} s; see {service.log}" + (f"; {fix}" if fix else "")
     )
 
 
@@ -172,32 +177,116 @@ def _launch(name: str, data_dir: Path, ports: Ports, secret: str) -> Service:
     raise ClefError(f"unknown service {name!r}; expected prefect, mlflow, ray or deployments")
 
 
-def up(data_dir: Path, ports: Ports | None = None, timeout: float = 180) -> list[Service]:
-    """Start the four services (refuses if a stack of this data dir is running)."""
+SERVICES = ("prefect", "mlflow", "ray", "deployments")  # start order; the server last
+
+
+def up(
+    data_dir: Path,
+    ports: Ports | None = None,
+    timeout: float = 180,
+    asked: dict[str, int] | None = None,
+) -> list[Service]:
+    """Start the services of the stack of `data_dir` that are not running, wait until each
+    answers, and return all four (in `SERVICES` order). A stack that runs keeps its ports and
+    secret, and its running services are left alone; `ports` (all) or `asked` (some, by name)
+    that differ from its ports are refused. If a service does not come up, every service this
+    call started is stopped again and one error says which."""
     data_dir = data_dir.resolve()
-    ports = ports or choose_ports()
-    running = [s for s in read_state(data_dir) if _alive(s.pid)]
-    if running:
-        raise ClefError(
-            f"a stack is already running for {data_dir} ({', '.join(s.name for s in running)}): `clef stack down` first"
-        )
+    state = read_state(data_dir)
+    kept = [s for s in state if _alive(s.pid)]
+    ports = _stack_ports(data_dir, kept, ports, asked or {})
+    for s in state:  # a killed leader's children (MLflow's uvicorn, Ray's raylet) hold ports
+        if s not in kept:
+            _stop(s)
     (data_dir / "stack").mkdir(parents=True, exist_ok=True)
-    secret = make_secret(data_dir)
-    services = [_launch(name, data_dir, ports, secret) for name in ("prefect", "mlflow", "ray")]
-    _save(data_dir, services, ports)
-    for s in services:
-        _wait(s, timeout, secret)
-    serve = _launch("deployments", data_dir, ports, secret)
-    services.append(serve)
-    _save(data_dir, services, ports)
-    _wait_for_deployments(ports, serve, timeout, secret)
-    return services
+    # The running services check the secret they started with: a new one would lock them out.
+    secret = read_secret(data_dir) if kept else make_secret(data_dir)
+    started: list[Service] = []
+    try:
+        _start_missing(data_dir, ports, secret, kept, started, timeout)
+    except BaseException as err:
+        _roll_back(data_dir, ports, state, started)
+        if isinstance(err, ClefError) and started:
+            stopped = ", ".join(f"{s.name} (pid {s.pid})" for s in started)
+            raise ClefError(f"{err}; stopped what this `up` started: {stopped}") from None
+        raise
+    by_name = {s.name: s for s in [*kept, *started]}
+    return [by_name[name] for name in SERVICES]
+
+
+def _stack_ports(
+    data_dir: Path, kept: list[Service], ports: Ports | None, asked: dict[str, int]
+) -> Ports:
+    """The ports to start on: a running stack's own, else `ports`, else chosen (`asked` kept)."""
+    if not kept:
+        return ports or choose_ports(asked)
+    saved = read_ports(data_dir)
+    if saved is None:
+        raise ClefError(f"the stack of {data_dir} has no ports in {state_file(data_dir)}: "
+                        "`clef stack down` first")  # fmt: skip
+    wanted = asdict(ports) if ports is not None else asked
+    other = {k: v for k, v in wanted.items() if getattr(saved, k) != v}
+    if other:
+        theirs = ", ".join(f"{k}={getattr(saved, k)}" for k in other)
+        raise ClefError(f"the stack of {data_dir} runs on {theirs}: `clef stack down` first "
+                        "to move it to other ports")  # fmt: skip
+    return saved
+
+
+def _start_missing(
+    data_dir: Path,
+    ports: Ports,
+    secret: str,
+    kept: list[Service],
+    started: list[Service],
+    timeout: float,
+) -> None:
+    """Launch each service not in `kept`, appending it to `started` as soon as it has a PID
+    (so that a failure later in this call can stop it), and wait for every one to answer."""
+    running = {s.name: s for s in kept}
+    for name in SERVICES[:3]:  # the servers start together: their start-ups overlap
+        if name not in running:
+            started.append(_launch(name, data_dir, ports, secret))
+    _save(data_dir, [*kept, *started], ports)  # a killed `up` leaves its PIDs for `down`
+    for s in [*kept, *started]:
+        if s.name in SERVICES[:3]:
+            _wait(s, timeout, secret, fix="" if s in started else f"`clef stack restart {s.name}`")
+    if "deployments" not in running:  # it registers with Prefect: once the servers answer
+        serve = _launch("deployments", data_dir, ports, secret)
+        started.append(serve)
+        _save(data_dir, [*kept, *started], ports)
+        _wait_for_deployments(ports, serve, timeout, secret)
+
+
+def _roll_back(data_dir: Path, ports: Ports, state: list[Service], started: list[Service]) -> None:
+    """Stop what a failed `up` started; the state file goes back to what it was before (the
+    stopped services there shown as down), or away when none of them runs."""
+    for s in sorted(started, key=lambda s: s.name != "deployments"):
+        _stop(s)
+    if any(_alive(s.pid) for s in state):
+        _save(data_dir, state, ports)
+    else:
+        state_file(data_dir).unlink(missing_ok=True)
+
+
+def restart(data_dir: Path, name: str, timeout: float = 180) -> Service:
+    """Stop the service `name` of the stack of `data_dir` (if it runs) and start it again on
+    its port and with its store; the others keep running."""
+    if name not in SERVICES:
+        raise ClefError(f"unknown service {name!r}; expected {', '.join(SERVICES)}")
+    data_dir = data_dir.resolve()
+    old = next((s for s in read_state(data_dir) if s.name == name), None)
+    if old is None:
+        raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
+    _stop(old)
+    return start_again(data_dir, name, timeout)
 
 
 def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
     """Start one service of the running stack of `data_dir` that has stopped (killed,
     crashed) again, on its port and with its store, and wait for it; its new PID replaces
-    the old one in the state file, so `down` stops it. Refuses one that is still alive."""
+    the old one in the state file, so `down` stops it. Refuses one that is still alive; one
+    that does not come up is stopped again (the state file keeps its PID, which is gone)."""
     data_dir = data_dir.resolve()
     ports = read_ports(data_dir)
     services = read_state(data_dir)
@@ -206,13 +295,18 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
         raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
     if _alive(old.pid):
         raise ClefError(f"{name} (pid {old.pid}) is still running")
+    _stop(old)  # what is left of its process group would hold its port
     secret = read_secret(data_dir)
     new = _launch(name, data_dir, ports, secret)
     _save(data_dir, [new if s.name == name else s for s in services], ports)
-    if name == "deployments":
-        _wait_for_deployments(ports, new, timeout, secret)
-    else:
-        _wait(new, timeout, secret)
+    try:
+        if name == "deployments":
+            _wait_for_deployments(ports, new, timeout, secret)
+        else:
+            _wait(new, timeout, secret)
+    except BaseException:
+        _stop(new)
+        raise
     return new
 
 
@@ -255,22 +349,28 @@ def down(data_dir: Path, timeout: float = 30) -> list[str]:
     data_dir = data_dir.resolve()
     services = read_state(data_dir)
     order = sorted(services, key=lambda s: s.name != "deployments")
-    stopped = []
-    for s in order:
-        if not _alive(s.pid):
-            continue
-        first = signal.SIGINT if s.name in ("deployments", "ray") else signal.SIGTERM
-        _signal_group(s.pid, first)
-        # `ray start --block` takes 30 s or more to stop its processes on a busy machine;
-        # what is left of the group after a short wait is killed (its workers share the
-        # raylet's fate).
-        _wait_gone(s.pid, min(timeout, 10) if s.name == "ray" else timeout)
-        _signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
-        _wait_gone(s.pid, 10)
-        stopped.append(s.name)
+    stopped = [s.name for s in order if _stop(s, timeout)]
     if state_file(data_dir).exists():
         state_file(data_dir).unlink()
     return stopped
+
+
+def _stop(s: Service, timeout: float = 30) -> bool:
+    """Stop the process group of `s`; False if its leader was not running. What is left of a
+    group whose leader is gone (a server that exited during start-up) is killed too: a group's
+    id is never given to a new process while any of its members lives."""
+    if not _alive(s.pid):
+        _signal_group(s.pid, signal.SIGKILL)
+        return False
+    first = signal.SIGINT if s.name in ("deployments", "ray") else signal.SIGTERM
+    _signal_group(s.pid, first)
+    # `ray start --block` takes 30 s or more to stop its processes on a busy machine;
+    # what is left of the group after a short wait is killed (its workers share the
+    # raylet's fate).
+    _wait_gone(s.pid, min(timeout, 10) if s.name == "ray" else timeout)
+    _signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
+    _wait_gone(s.pid, 10)
+    return True
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

@@ -3,13 +3,20 @@ the local stack authenticated (one stack for the module, started and stopped by 
 secret is its owner's alone (mode 0600 from creation), Ray's job API runs nothing without it
 (the POST of issue 31) and runs the job with it, Prefect takes no write and MLflow lets no
 one in without it, CORS grants only each UI's own origin, and the docs' `ray job submit`,
-`prefect` and MLflow client lines work in a shell set up by `clef stack env`."""
+`prefect` and MLflow client lines work in a shell set up by `clef stack env`. Then, on the
+same stack: MLflow killed during a real `clef finetune` (exit 0, checkpoint written, the
+spool summary), `clef stack up` starting MLflow alone, `clef sync-tracking` delivering the
+spool, `clef stack restart mlflow`; and an `up` that fails (MLflow's port taken) stopping
+the Ray it started while Prefect keeps running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shlex
+import signal
 import socket
 import stat
 import subprocess
@@ -21,12 +28,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from clef_core.common.errors import ClefError
+from clef_core.tracking.spool import pending, spool_dir
 from flows.ports import Ports, choose_ports, parse_ports, port_free
-from flows.stack import down, status, up
-from flows.stack_auth import auth_headers, make_secret, read_secret, secret_path
+from flows.stack import down, read_state, status, up
+from flows.stack_auth import auth_headers, client_env, make_secret, read_secret, secret_path
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +63,23 @@ def test_ports_are_free_distinct_and_asked_ones_kept() -> None:
     assert parse_ports(["mlflow=5001", "ray_client=10002"]) == {"mlflow": 5001, "ray_client": 10002}
     with pytest.raises(ClefError, match="expected --port NAME=PORT"):
         parse_ports(["mlflow:5001"])
+
+
+def test_up_on_a_running_stack_keeps_its_ports(tmp_path: Path) -> None:
+    """A stack that runs (here: a state file whose service is this live process) is not
+    moved: other ports are refused in one line before anything starts."""
+    from flows.stack import Service, _save, restart
+
+    ports = Ports(prefect=_free_port())
+    (tmp_path / "stack").mkdir()
+    _save(tmp_path, [Service("prefect", os.getpid(), "", "", "")], ports)
+    with pytest.raises(ClefError, match=f"runs on mlflow={ports.mlflow}: `clef stack down` first"):
+        up(tmp_path, asked={"mlflow": ports.mlflow + 1}, timeout=1)
+    with pytest.raises(ClefError, match=f"runs on prefect={ports.prefect}"):
+        up(tmp_path, Ports(), timeout=1)
+    with pytest.raises(ClefError, match="unknown service 'grafana'; expected prefect, mlflow"):
+        restart(tmp_path, "grafana")
+    assert _pids(tmp_path) == {"prefect": os.getpid()}  # nothing started, nothing stopped
 
 
 def test_reproduce_with_a_bad_root_prints_one_line(tmp_path: Path) -> None:
@@ -222,3 +248,181 @@ def test_stack_status_and_submit_use_the_secret(stack: tuple[Path, Ports, str]) 
         env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0 and "SUCCEEDED" in done.stdout + done.stderr, done.stderr[-2000:]
+
+
+# --- `clef stack up` starts what is missing and leaves the rest; a failed `up` stops what it
+# started; a training command outlives its MLflow server (issue 31). On the module's stack. ---
+
+
+def _clef(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "clef"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _pids(data: Path) -> dict[str, int]:
+    return {s.name: s.pid for s in read_state(data)}
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL to a service's process group (its PID leads it): an outage, not a stop."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    assert wait_for(lambda: not _group_alive(pid), 30), f"group {pid} outlived SIGKILL"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Our own children that exited linger as zombies until reaped: not alive.
+    return any(p.status() != psutil.STATUS_ZOMBIE for p in _group(pgid))
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(p.pid) == pgid:
+                found.append(p)
+    return found
+
+
+def _listening(port: int) -> bool:
+    """Something listens on 127.0.0.1:`port` (a server's SO_REUSEADDR bind would fail; the
+    connections a killed server leaves in TIME_WAIT do not count, as they do for a bind)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _answers_only_with_the_secret(ports: Ports, secret: str) -> bool:
+    search = f"http://127.0.0.1:{ports.mlflow}/api/2.0/mlflow/experiments/search?max_results=5"
+    return (
+        _call(search)[0] == 401 and _call(search, headers=auth_headers("mlflow", secret))[0] == 200
+    )
+
+
+def _runs(ports: Ports, secret: str, experiment: str) -> list[dict]:
+    """Every run of `experiment` in the stack's MLflow (name, status, metric keys)."""
+    api = f"http://127.0.0.1:{ports.mlflow}/api/2.0/mlflow"
+    headers = auth_headers("mlflow", secret)
+    _, _, body = _call(
+        f"{api}/experiments/get-by-name?experiment_name={experiment}", headers=headers
+    )
+    found = json.loads(body)["experiment"]["experiment_id"]
+    _, _, body = _call(f"{api}/runs/search", {"experiment_ids": [found]}, headers)
+    return json.loads(body).get("runs", [])
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_mlflow_killed_during_finetune_then_up_starts_it_alone(
+    stack: tuple[Path, Ports, str], shard_dir: Path, tmp_path: Path
+) -> None:
+    """The issue's run: MLflow killed during `clef finetune` -> exit 0, checkpoint written,
+    the spool summary printed; `clef stack up` starts MLflow again and leaves the rest;
+    `clef sync-tracking` delivers what was spooled; `clef stack restart mlflow` keeps the
+    store."""
+    data, ports, secret = stack
+    before = _pids(data)
+    train = tmp_path / "train"
+    train.mkdir()
+    os.symlink(shard_dir, train / "shards")
+    uri = f"http://127.0.0.1:{ports.mlflow}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
+    env.update({k: v for k, v in client_env(data, secret).items() if k.startswith("MLFLOW_")})
+    steps = ["stage1.epochs=1", "stage1.steps_per_epoch=2", "stage1.batch_size=8",
+             "stage2.epochs=1", "stage2.steps_per_epoch=2", "stage2.batch_size=8"]  # fmt: skip
+    sets = [a for o in steps for a in ("--set", o)]
+    log = tmp_path / "finetune.log"
+    with log.open("w") as out:
+        run = subprocess.Popen(
+            [str(BIN / "clef"), "finetune", "--dataset", "bp4d", "--fold", "1", "--preset",
+             "cpu-tiny", *sets, "--data-dir", str(train), "--mlflow-uri", uri],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        # Two runs logging (the reproduction's parent and stage 1's): both exist in MLflow,
+        # and what they log from now on can only be spooled.
+        spool = spool_dir(train)
+        logging = lambda: len({p.name.split(".")[0] for p in spool.glob("*.jsonl")}) >= 2  # noqa: E731
+        assert wait_for(lambda: logging() or run.poll() is not None, 300), log.read_text()[-3000:]
+        assert run.poll() is None, f"finetune ended before the kill: {log.read_text()[-3000:]}"
+        _kill_group(before["mlflow"])
+        run.wait(timeout=600)
+    printed = log.read_text()
+    flat = " ".join(printed.split())  # rich wraps long lines
+    assert run.returncode == 0 and "Traceback" not in printed, printed[-3000:]
+    assert f"warning: MLflow at {uri} did not answer" in flat, printed[-3000:]
+    assert f"are not in {uri} yet" in flat and f"clef sync-tracking --data-dir {train}" in flat
+    checkpoint = next(line for line in printed.splitlines() if line.startswith("s2-bp4d-fold1: "))
+    assert (Path(checkpoint.split(": ", 1)[1]) / "checkpoint" / "model.pt").is_file(), checkpoint
+
+    # `clef stack up` again: MLflow started, the others left running with their PIDs.
+    done = _clef(["stack", "up", "--data-dir", str(data)], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _pids(data)
+    assert {k: after[k] for k in ("prefect", "ray", "deployments")} == {
+        k: before[k] for k in ("prefect", "ray", "deployments")}  # fmt: skip
+    assert after["mlflow"] != before["mlflow"]
+    said = [" ".join(line.split()[:2]) for line in done.stdout.splitlines()[:4]]
+    assert said == ["running prefect", "started mlflow", "running ray", "running deployments"]
+    assert _answers_only_with_the_secret(ports, secret)
+    assert [r for r in _runs(ports, secret, "clef-bp4d") if r["info"]["status"] == "RUNNING"]
+
+    # What was spooled goes in now; every run of the finetune ends FINISHED.
+    done = _clef(["sync-tracking", "--data-dir", str(train)], env)
+    assert done.returncode == 0 and "every spooled tracking call is in MLflow" in done.stdout
+    assert pending(spool) == {}
+    runs = _runs(ports, secret, "clef-bp4d")
+    assert runs and {r["info"]["status"] for r in runs} == {"FINISHED"}, runs
+
+    # One service restarted by name: a new process on the same store, the others untouched.
+    done = _clef(["stack", "restart", "mlflow", "--data-dir", str(data)], env)
+    assert done.returncode == 0 and done.stdout.startswith("restarted mlflow"), done.stderr
+    again = _pids(data)
+    assert again["mlflow"] != after["mlflow"] and not _group_alive(after["mlflow"])
+    assert {k: again[k] for k in ("prefect", "ray", "deployments")} == {
+        k: before[k] for k in ("prefect", "ray", "deployments")}  # fmt: skip
+    assert _answers_only_with_the_secret(ports, secret)
+    assert len(_runs(ports, secret, "clef-bp4d")) == len(runs)
+
+
+@pytest.mark.server
+def test_an_up_that_fails_stops_what_it_started(stack: tuple[Path, Ports, str]) -> None:
+    """MLflow and Ray gone, MLflow's port taken by someone else: `clef stack up` starts both,
+    MLflow cannot bind, and the Ray it started is stopped again (one line, exit 2); Prefect
+    and the deployment server keep running. With the port free, `up` brings both back."""
+    data, ports, secret = stack
+    before = _pids(data)
+    _kill_group(before["mlflow"])
+    _kill_group(before["ray"])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        squatter.bind(("127.0.0.1", ports.mlflow))
+        squatter.listen()
+        done = _clef(["stack", "up", "--data-dir", str(data)])
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: mlflow exited during start-up"), lines
+    started = dict(re.findall(r"(\w+) \(pid (\d+)\)", lines[0].split("stopped what")[1]))
+    assert set(started) == {"mlflow", "ray"}, lines
+    assert not [n for n, pid in started.items() if _group_alive(int(pid))]  # nothing left
+    assert not _listening(ports.ray) and not _listening(ports.ray_dashboard)
+    assert _pids(data) == before  # the state as it was: MLflow and Ray shown down
+    rows = {s.name: (alive, ok) for s, alive, ok in status(data)}
+    assert rows["prefect"] == rows["deployments"] == (True, True)
+    assert rows["mlflow"][0] is False and rows["ray"][0] is False
+
+    done = _clef(["stack", "up", "--data-dir", str(data)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _pids(data)
+    assert (after["prefect"], after["deployments"]) == (before["prefect"], before["deployments"])
+    assert _answers_only_with_the_secret(ports, secret)
+    jobs = f"http://127.0.0.1:{ports.ray_dashboard}/api/jobs/"
+    assert _call(jobs)[0] == 401 and _call(jobs, headers=auth_headers("ray", secret))[0] == 200
