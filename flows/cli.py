@@ -254,7 +254,8 @@ cli_explain.register(app)
 
 # Exit codes (docs/faults.md, "Exit codes"): 0 done; 1 some inputs could not be read (`preprocess`,
 # `predict`: the good ones are written, the bad ones listed); 2 a bad argument, root, config or
-# model (one line); 3 a bug: any other exception, with its full traceback.
+# model, or a stack service that cannot start (one line); 3 a bug: any other exception, with its
+# full traceback.
 EXIT_BAD_ARGUMENT = 2
 EXIT_BUG = 3
 
