@@ -21,16 +21,13 @@ started, so it never leaves a half stack. `restart` stops one service and starts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from clef_core.common.errors import ClefError
@@ -46,87 +43,19 @@ from flows.stack_auth import (
     server_env,
     service_env,
 )
-
-
-@dataclass
-class Service:
-    name: str
-    pid: int
-    url: str
-    health: str  # URL that answers 200 when the service is up
-    log: str
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def _healthy(url: str, headers: dict[str, str] | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers or {}), timeout=2
-        ) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _start(
-    name: str, cmd: list[str], env: dict[str, str], url: str, health: str, folder: Path
-) -> Service:
-    log = folder / f"{name}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=folder,
-        )  # fmt: skip
-    return Service(name, proc.pid, url, health, str(log))
-
-
-def _wait(service: Service, timeout: float, secret: str, fix: str = "") -> None:
-    """Until `service` answers its health check; `fix`: what to do if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _healthy(service.health, auth_headers(service.name, secret)):
-            return
-        if not _alive(service.pid):
-            raise ClefError(f"{service.name} exited during start-up; see {service.log}")
-        time.sleep(0.5)
-    raise ClefError(
-        f"{service.name} (pid {service.pid}) did not answer at {service.health} within "
-        f"{timeout:.0f} s; see {service.log}" + (f"; {fix}" if fix else "")
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child (our own, not yet reaped) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def state_file(data_dir: Path) -> Path:
-    return data_dir / "stack" / "stack.json"
-
-
-def read_state(data_dir: Path) -> list[Service]:
-    path = state_file(data_dir)
-    if not path.is_file():
-        return []
-    return [Service(**s) for s in json.loads(path.read_text())["services"]]
-
-
-def read_ports(data_dir: Path) -> Ports | None:
-    """The ports of the stack of `data_dir` (None when none was started)."""
-    path = state_file(data_dir.resolve())
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text()).get("ports")
-    return Ports(**saved) if saved else None
+from flows.stack_process import (
+    Service,
+    alive,
+    bin_path,
+    healthy,
+    read_ports,
+    read_state,
+    save_state,
+    start,
+    state_file,
+    stop,
+    wait_healthy,
+)
 
 
 def ray_temp_dir(data_dir: Path) -> Path:
@@ -152,16 +81,16 @@ def _launch(name: str, data_dir: Path, ports: Ports, secret: str) -> Service:
     folder = data_dir / "stack"
     base = {**_base_env(data_dir), **server_env(name, data_dir, ports, secret)}
     if name == "prefect":
-        return _start("prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
+        return start("prefect", [bin_path("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)],
                       base, f"http://{HOST}:{ports.prefect}", f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
     if name == "mlflow":
-        return _start("mlflow", [_bin("mlflow"), "server", "--host", HOST, "--port", str(ports.mlflow),
+        return start("mlflow", [bin_path("mlflow"), "server", "--host", HOST, "--port", str(ports.mlflow),
                                  "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow-server.db'}",
                                  "--artifacts-destination", str(data_dir / "mlflow-artifacts"),
                                  *mlflow_args(ports)],
                       base, f"http://{HOST}:{ports.mlflow}", f"http://{HOST}:{ports.mlflow}/health", folder)  # fmt: skip
     if name == "ray":
-        return _start("ray", [_bin("ray"), "start", "--head", "--block", "--node-ip-address", HOST,
+        return start("ray", [bin_path("ray"), "start", "--head", "--block", "--node-ip-address", HOST,
                               "--port", str(ports.ray), "--dashboard-host", HOST,
                               "--dashboard-port", str(ports.ray_dashboard),
                               "--ray-client-server-port", str(ports.ray_client),
@@ -171,7 +100,7 @@ def _launch(name: str, data_dir: Path, ports: Ports, secret: str) -> Service:
                       base, f"http://{HOST}:{ports.ray_dashboard}", f"http://{HOST}:{ports.ray_dashboard}/api/version", folder)  # fmt: skip
     if name == "deployments":
         serve_env = {**base, **service_env(data_dir, ports), **client_env(data_dir, secret)}
-        return _start("deployments", [sys.executable, "-m", "flows.serve"], serve_env,
+        return start("deployments", [sys.executable, "-m", "flows.serve"], serve_env,
                       f"http://{HOST}:{ports.prefect}/deployments",
                       f"http://{HOST}:{ports.prefect}/api/health", folder)  # fmt: skip
     raise ClefError(f"unknown service {name!r}; expected prefect, mlflow, ray or deployments")
@@ -193,11 +122,11 @@ def up(
     call started is stopped again and one error says which."""
     data_dir = data_dir.resolve()
     state = read_state(data_dir)
-    kept = [s for s in state if _alive(s.pid)]
+    kept = [s for s in state if alive(s.pid)]
     ports = _stack_ports(data_dir, kept, ports, asked or {})
     for s in state:  # a killed leader's children (MLflow's uvicorn, Ray's raylet) hold ports
         if s not in kept:
-            _stop(s)
+            stop(s)
     (data_dir / "stack").mkdir(parents=True, exist_ok=True)
     # The running services check the secret they started with: a new one would lock them out.
     secret = read_secret(data_dir) if kept else make_secret(data_dir)
@@ -247,14 +176,16 @@ def _start_missing(
     for name in SERVICES[:3]:  # the servers start together: their start-ups overlap
         if name not in running:
             started.append(_launch(name, data_dir, ports, secret))
-    _save(data_dir, [*kept, *started], ports)  # a killed `up` leaves its PIDs for `down`
+    save_state(data_dir, [*kept, *started], ports)  # a killed `up` leaves its PIDs for `down`
     for s in [*kept, *started]:
         if s.name in SERVICES[:3]:
-            _wait(s, timeout, secret, fix="" if s in started else f"`clef stack restart {s.name}`")
+            wait_healthy(
+                s, timeout, secret, fix="" if s in started else f"`clef stack restart {s.name}`"
+            )
     if "deployments" not in running:  # it registers with Prefect: once the servers answer
         serve = _launch("deployments", data_dir, ports, secret)
         started.append(serve)
-        _save(data_dir, [*kept, *started], ports)
+        save_state(data_dir, [*kept, *started], ports)
         _wait_for_deployments(ports, serve, timeout, secret)
 
 
@@ -262,9 +193,9 @@ def _roll_back(data_dir: Path, ports: Ports, state: list[Service], started: list
     """Stop what a failed `up` started; the state file goes back to what it was before (the
     stopped services there shown as down), or away when none of them runs."""
     for s in sorted(started, key=lambda s: s.name != "deployments"):
-        _stop(s)
-    if any(_alive(s.pid) for s in state):
-        _save(data_dir, state, ports)
+        stop(s)
+    if any(alive(s.pid) for s in state):
+        save_state(data_dir, state, ports)
     else:
         state_file(data_dir).unlink(missing_ok=True)
 
@@ -278,7 +209,7 @@ def restart(data_dir: Path, name: str, timeout: float = 180) -> Service:
     old = next((s for s in read_state(data_dir) if s.name == name), None)
     if old is None:
         raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
-    _stop(old)
+    stop(old)
     return start_again(data_dir, name, timeout)
 
 
@@ -293,19 +224,19 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
     old = next((s for s in services if s.name == name), None)
     if ports is None or old is None:
         raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
-    if _alive(old.pid):
+    if alive(old.pid):
         raise ClefError(f"{name} (pid {old.pid}) is still running")
-    _stop(old)  # what is left of its process group would hold its port
+    stop(old)  # what is left of its process group would hold its port
     secret = read_secret(data_dir)
     new = _launch(name, data_dir, ports, secret)
-    _save(data_dir, [new if s.name == name else s for s in services], ports)
+    save_state(data_dir, [new if s.name == name else s for s in services], ports)
     try:
         if name == "deployments":
             _wait_for_deployments(ports, new, timeout, secret)
         else:
-            _wait(new, timeout, secret)
+            wait_healthy(new, timeout, secret)
     except BaseException:
-        _stop(new)
+        stop(new)
         raise
     return new
 
@@ -321,7 +252,7 @@ def _wait_for_deployments(ports: Ports, serve: Service, timeout: float, secret: 
         registered = _registered_at(url, auth_headers("prefect", secret))
         if registered is not None and registered >= since:
             return
-        if not _alive(serve.pid):
+        if not alive(serve.pid):
             raise ClefError(f"the deployment server exited; see {serve.log}")
         time.sleep(1)
     raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
@@ -339,49 +270,15 @@ def _registered_at(url: str, headers: dict[str, str]) -> float | None:
     return datetime.fromisoformat(updated).timestamp() if updated else None
 
 
-def _save(data_dir: Path, services: list[Service], ports: Ports) -> None:
-    state = {"services": [asdict(s) for s in services], "ports": asdict(ports)}
-    state_file(data_dir).write_text(json.dumps(state, indent=1))
-
-
 def down(data_dir: Path, timeout: float = 30) -> list[str]:
     """Stop what `up` started, the deployment server first; returns the names stopped."""
     data_dir = data_dir.resolve()
     services = read_state(data_dir)
     order = sorted(services, key=lambda s: s.name != "deployments")
-    stopped = [s.name for s in order if _stop(s, timeout)]
+    stopped = [s.name for s in order if stop(s, timeout)]
     if state_file(data_dir).exists():
         state_file(data_dir).unlink()
     return stopped
-
-
-def _stop(s: Service, timeout: float = 30) -> bool:
-    """Stop the process group of `s`; False if its leader was not running. What is left of a
-    group whose leader is gone (a server that exited during start-up) is killed too: a group's
-    id is never given to a new process while any of its members lives."""
-    if not _alive(s.pid):
-        _signal_group(s.pid, signal.SIGKILL)
-        return False
-    first = signal.SIGINT if s.name in ("deployments", "ray") else signal.SIGTERM
-    _signal_group(s.pid, first)
-    # `ray start --block` takes 30 s or more to stop its processes on a busy machine;
-    # what is left of the group after a short wait is killed (its workers share the
-    # raylet's fate).
-    _wait_gone(s.pid, min(timeout, 10) if s.name == "ray" else timeout)
-    _signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
-    _wait_gone(s.pid, 10)
-    return True
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.3)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(OSError):  # each service leads its own session: children go too
-        os.killpg(pid, sig)
 
 
 def status(data_dir: Path) -> list[tuple[Service, bool, bool]]:
@@ -390,4 +287,4 @@ def status(data_dir: Path) -> list[tuple[Service, bool, bool]]:
     services = read_state(data_dir)
     # A stack without its secret file (removed by hand) shows its Ray head as not answering.
     secret = read_secret(data_dir) if secret_path(data_dir).exists() else ""
-    return [(s, _alive(s.pid), _healthy(s.health, auth_headers(s.name, secret))) for s in services]
+    return [(s, alive(s.pid), healthy(s.health, auth_headers(s.name, secret))) for s in services]

@@ -53,8 +53,9 @@ import pytest
 from clef_core.method.config import MAIN
 from flows.ports import Ports, choose_ports
 from flows.serve import FULL, SMOKE, stored
-from flows.stack import Service, down, read_state, start_again, status, up
+from flows.stack import down, read_state, start_again, status, up
 from flows.stack_auth import auth_headers, client_env, read_secret
+from flows.stack_process import Service
 from flows.train import experiment_links, runs_url
 from tests.waiting import wait_for
 

@@ -68,11 +68,12 @@ def test_ports_are_free_distinct_and_asked_ones_kept() -> None:
 def test_up_on_a_running_stack_keeps_its_ports(tmp_path: Path) -> None:
     """A stack that runs (here: a state file whose service is this live process) is not
     moved: other ports are refused in one line before anything starts."""
-    from flows.stack import Service, _save, restart
+    from flows.stack import restart
+    from flows.stack_process import Service, save_state
 
     ports = Ports(prefect=_free_port())
     (tmp_path / "stack").mkdir()
-    _save(tmp_path, [Service("prefect", os.getpid(), "", "", "")], ports)
+    save_state(tmp_path, [Service("prefect", os.getpid(), "", "", "")], ports)
     with pytest.raises(ClefError, match=f"runs on mlflow={ports.mlflow}: `clef stack down` first"):
         up(tmp_path, asked={"mlflow": ports.mlflow + 1}, timeout=1)
     with pytest.raises(ClefError, match=f"runs on prefect={ports.prefect}"):

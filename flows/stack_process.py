@@ -1,0 +1,135 @@
+"""One service of the local stack (`flows.stack`) as a process: started in its own session
+(its log beside it), its health checked, stopped as a whole process group; and the stack's
+state file (`<data_dir>/stack/stack.json`: each service's PID, URL and log, the ports)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from clef_core.common.errors import ClefError
+from flows.ports import Ports
+from flows.stack_auth import auth_headers
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    health: str  # URL that answers 200 when the service is up
+    log: str
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def healthy(url: str, headers: dict[str, str] | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=2
+        ) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start(
+    name: str, cmd: list[str], env: dict[str, str], url: str, health: str, folder: Path
+) -> Service:
+    log = folder / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=folder,
+        )  # fmt: skip
+    return Service(name, proc.pid, url, health, str(log))
+
+
+def wait_healthy(service: Service, timeout: float, secret: str, fix: str = "") -> None:
+    """Until `service` answers its health check; `fix`: what to do if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(service.health, auth_headers(service.name, secret)):
+            return
+        if not alive(service.pid):
+            raise ClefError(f"{service.name} exited during start-up; see {service.log}")
+        time.sleep(0.5)
+    raise ClefError(
+        f"{service.name} (pid {service.pid}) did not answer at {service.health} within "
+        f"{timeout:.0f} s; see {service.log}" + (f"; {fix}" if fix else "")
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child (our own, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def state_file(data_dir: Path) -> Path:
+    return data_dir / "stack" / "stack.json"
+
+
+def read_state(data_dir: Path) -> list[Service]:
+    path = state_file(data_dir)
+    if not path.is_file():
+        return []
+    return [Service(**s) for s in json.loads(path.read_text())["services"]]
+
+
+def read_ports(data_dir: Path) -> Ports | None:
+    """The ports of the stack of `data_dir` (None when none was started)."""
+    path = state_file(data_dir.resolve())
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text()).get("ports")
+    return Ports(**saved) if saved else None
+
+
+def save_state(data_dir: Path, services: list[Service], ports: Ports) -> None:
+    state = {"services": [asdict(s) for s in services], "ports": asdict(ports)}
+    state_file(data_dir).write_text(json.dumps(state, indent=1))
+
+
+def stop(s: Service, timeout: float = 30) -> bool:
+    """Stop the process group of `s`; False if its leader was not running. What is left of a
+    group whose leader is gone (a server that exited during start-up) is killed too: a group's
+    id is never given to a new process while any of its members lives."""
+    if not alive(s.pid):
+        signal_group(s.pid, signal.SIGKILL)
+        return False
+    first = signal.SIGINT if s.name in ("deployments", "ray") else signal.SIGTERM
+    signal_group(s.pid, first)
+    # `ray start --block` takes 30 s or more to stop its processes on a busy machine;
+    # what is left of the group after a short wait is killed (its workers share the
+    # raylet's fate).
+    wait_gone(s.pid, min(timeout, 10) if s.name == "ray" else timeout)
+    signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
+    wait_gone(s.pid, 10)
+    return True
+
+
+def wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(OSError):  # each service leads its own session: children go too
+        os.killpg(pid, sig)
