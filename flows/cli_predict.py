@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -36,6 +36,13 @@ Plot = Annotated[
     bool, typer.Option(help="A PNG per input: AU probabilities over time, expressions.")
 ]
 MlflowUri = Annotated[str | None, typer.Option(help="MLflow tracking URI for models:/ and names.")]
+Precision = Annotated[
+    Literal["auto", "bf16", "fp32"],
+    typer.Option(
+        help="auto: the model's own (bf16 for the paper preset) where the hardware computes "
+        "bf16 natively (CUDA; a CPU with AVX512-BF16 or AMX), else fp32.",
+    ),
+]
 COLUMNS = ("input", "frames", "faces", "s", "frames/s", "table", "note")
 
 
@@ -49,6 +56,7 @@ def predict(
     labels: Labels = None,
     plot: Plot = False,
     mlflow_uri: MlflowUri = None,
+    precision: Precision = "auto",
 ) -> None:
     """Per-frame AUs and expressions for your videos and images, with a CLEF model."""
     import sys
@@ -67,7 +75,8 @@ def predict(
     quiet_libraries(default_data_dir() / "logs" / "clef.log", ray=False, prefect=False)
     uri = mlflow_uri or default_tracking_uri(default_data_dir())
     set_cpu_threads()
-    predictor = Predictor.from_uri(model, device_or_error(device), batch_size, labels or None, uri)
+    predictor = Predictor.from_uri(model, device_or_error(device), batch_size, labels or None, uri,
+                                   precision=precision)  # fmt: skip
     items, problems = expand(inputs)
     items, renamed = unique_names(items)
     for message in problems:

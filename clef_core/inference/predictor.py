@@ -26,6 +26,7 @@ import torch
 from clef_core.common.errors import ClefError
 from clef_core.inference.registry import resolve_model_dir
 from clef_core.method.checkpoint import label_space_of, load_model
+from clef_core.method.hardware import native_bf16
 from clef_core.method.labels import LabelSpace
 from clef_core.method.model import ClefModel, tokenizer_for
 from clef_core.method.steps import autocast_for, class_logits, tokens
@@ -47,17 +48,33 @@ class _Head:
     space: LabelSpace
     threshold: float
     text: torch.Tensor | None  # [C, d] class text features (names head), computed once
-    precision: str = "auto"  # the model's compute.precision: autocast on CUDA (steps.autocast_for)
+    precision: str = "fp32"  # "bf16" (autocast) or "fp32": `inference_precision`
+
+
+def inference_precision(
+    trained: str, asked: str, device: torch.device, native: bool | None = None
+) -> str:
+    """ "bf16" or "fp32" for a model whose config says `trained` (its `compute.precision`),
+    when the user asks `asked` ("auto", "bf16", "fp32"). "auto" (ours) keeps the model's own
+    choice ("bf16"; "auto" = bf16 on CUDA) only where the hardware computes bf16 natively
+    (`native`, default `hardware.native_bf16`): on a CPU without AVX512-BF16 or AMX, bf16 is
+    emulated and slower than fp32. Asked for explicitly, either is used as asked."""
+    if asked in ("bf16", "fp32"):
+        return asked
+    if asked != "auto":
+        raise ClefError(f"precision {asked!r}: expected auto, bf16 or fp32")
+    native = native_bf16(device) if native is None else native
+    wants = trained == "bf16" or (trained == "auto" and device.type == "cuda")
+    return "bf16" if wants and native else "fp32"
 
 
 class Predictor:
     """One or more stage-2 models (say an AU model and an expression model) scoring frames.
 
     On CUDA the aligned crops go to the GPU as uint8 through a reusable pinned buffer (an
-    asynchronous copy), are resized and normalised there, and the towers run under each model's
-    autocast (its config's `compute.precision`: "auto" and "bf16" = bf16 on CUDA). On the CPU
-    nothing changes: resized on the CPU, full precision. Class text features are computed once,
-    when the predictor is built."""
+    asynchronous copy), are resized and normalised there; on the CPU they are resized there.
+    The towers run in the precision `inference_precision` picks for each model. Class text
+    features are computed once, when the predictor is built."""
 
     def __init__(self, heads: list[_Head], device: torch.device, batch_size: int | None = None,
                  labels: list[str] | None = None) -> None:  # fmt: skip
@@ -81,7 +98,8 @@ class Predictor:
     @classmethod
     def from_uri(cls, uris: str | list[str], device: str = "cpu", batch_size: int | None = None,
                  labels: list[str] | None = None, tracking_uri: str | None = None,
-                 cache: Path = Path.home() / ".cache" / "clef" / "models") -> Predictor:  # fmt: skip
+                 cache: Path = Path.home() / ".cache" / "clef" / "models",
+                 precision: str = "auto") -> Predictor:  # fmt: skip
         dev = torch.device(device)
         heads = []
         for uri in [uris] if isinstance(uris, str) else uris:
@@ -97,8 +115,9 @@ class Predictor:
                 with torch.no_grad():
                     text = model.encode_text(tokens(tok, name_prompts(space.labels), dev))
             threshold = float(meta["config"]["stage2"]["threshold"])
-            precision = str(meta["config"].get("compute", {}).get("precision", "auto"))
-            heads.append(_Head(model, space, threshold, text, precision))
+            trained = str(meta["config"].get("compute", {}).get("precision", "auto"))
+            chosen = inference_precision(trained, precision, dev)
+            heads.append(_Head(model, space, threshold, text, chosen))
         return cls(heads, dev, batch_size, labels)
 
     def columns(self) -> list[str]:

@@ -22,6 +22,16 @@ def configure_device(compute: ComputeConfig, device: torch.device) -> None:
         torch.backends.cudnn.conv.fp32_precision = "tf32"
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively here: on CUDA, and on a CPU with AVX512-BF16
+    or AMX (oneDNN's bf16 kernels). On other CPUs oneDNN emulates bf16, slower than fp32, so
+    inference there keeps fp32 unless asked (`clef_core.inference.predictor`)."""
+    if device.type == "cuda":
+        return True
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU checks
+    return device.type == "cpu" and any(getattr(torch.cpu, f, lambda: False)() for f in probes)
+
+
 def prepare_model(model: ClefModel, compute: ComputeConfig, device: torch.device) -> nn.Module:
     """What the training step calls: `model` with gradient checkpointing when asked (open_clip
     recomputes each transformer block's activations in the backward pass: less memory, more

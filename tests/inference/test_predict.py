@@ -244,3 +244,33 @@ def test_zero_shot_labels_score_free_text(model_dir: Path, synth_root: Path) -> 
     (r,) = list(predictor.predict_frames([frame]))
     assert r.face_found
     assert r.scores["zs_0_a_smile"] + r.scores["zs_1_raised_eyebrows"] == pytest.approx(1.0)
+
+
+def test_precision_auto_keeps_bf16_only_where_the_hardware_computes_it() -> None:
+    from clef_core.inference.predictor import inference_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference_precision("bf16", "auto", cpu, native=True) == "bf16"  # the paper preset
+    assert inference_precision("bf16", "auto", cpu, native=False) == "fp32"  # emulated: slower
+    assert inference_precision("auto", "auto", cpu, native=True) == "fp32"  # cpu-tiny: as trained
+    assert inference_precision("auto", "auto", cuda, native=True) == "bf16"
+    assert inference_precision("fp32", "auto", cuda, native=True) == "fp32"
+    assert inference_precision("auto", "bf16", cpu, native=False) == "bf16"  # asked: as asked
+
+
+def test_bf16_scores_are_fp32_scores_within_bf16_rounding(
+    model_dir: Path, synth_root: Path
+) -> None:
+    import cv2
+
+    cap = cv2.VideoCapture(str(synth_root / "videos" / "clip_00.mp4"))
+    frames = [cap.read()[1] for _ in range(8)]
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        predictor = Predictor.from_uri(str(model_dir), precision=precision)
+        assert predictor.heads[0].precision == precision
+        rows = [r for r in predictor.predict_frames(frames) if r.face_found]
+        assert rows
+        scores[precision] = np.array([[r.scores[f"AU{a:02d}_p"] for a in BP4D_AUS] for r in rows])
+    gap = np.abs(scores["bf16"] - scores["fp32"])
+    assert 0 < gap.max() < 0.05, gap.max()  # bf16 ran (scores moved), and only in rounding
