@@ -42,14 +42,17 @@ from synthetic.spec import make_spec
 
 BACKENDS: tuple[Backend, ...] = ("opencv", "decord", "pyav")
 
+# The peak as VmHWM, the child's own: Linux carries ru_maxrss over fork and exec, so a child
+# of this (large) process reported the parent's peak (639 MB against its own 410).
 PEAK_RSS = """
-import json, resource, sys
+import json, re, sys
 from pathlib import Path
 from preprocessing.pipeline import PreprocessOptions, plan, process_sequence
 opts = PreprocessOptions("disfa", Path(sys.argv[1]), Path(sys.argv[2]), force=True)
 for seq in plan(opts)[0]:
     process_sequence(opts, seq)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+status = Path("/proc/self/status").read_text()
+print(json.dumps({"peak_rss_mb": int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 1024}))
 """
 
 
