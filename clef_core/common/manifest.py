@@ -70,6 +70,18 @@ class Manifest(_Frozen):
     def shard_names(self) -> list[str]:
         return list(self.shards)
 
+    def content_digest(self) -> str:
+        """A hash of what the shards hold, for the caches built from them (decoded arrays,
+        trained units, probes): every field but where the inputs lay (`source_root`) and the
+        run's `force` switch. The options (JPEG quality, decode reduction, detector) and each
+        shard's bytes are in it: a `clef preprocess --force` with other options gives other
+        images under the same inputs, and must not reuse what was built from the old ones."""
+        import hashlib
+
+        data = self.model_dump(mode="json", exclude={"source_root"})
+        data["options"] = {k: v for k, v in data["options"].items() if k != "force"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
 
 def _task_order(task: str) -> tuple[int, str]:
     digits = re.sub(r"\D", "", task)

@@ -125,10 +125,8 @@ def shrink(rgb: np.ndarray, side: int) -> np.ndarray:
 def _cache_path(shard_dir: Where, dataset: str, side: int) -> Location:
     """Next to the shards (`<shards>/../cache/`), wherever they are."""
     import hashlib
-    import json
 
-    manifest = read_manifest(shard_dir, dataset)
-    key = json.dumps([CACHE_FORMAT, manifest.input_hash, manifest.rows, manifest.code_version])
+    key = f"{CACHE_FORMAT}:{read_manifest(shard_dir, dataset).content_digest()}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return location(shard_dir).parent / "cache" / f"{dataset}-{side}px-{digest}.npz"
 

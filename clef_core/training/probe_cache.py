@@ -2,8 +2,8 @@
 does not fit the same probes again (issue #30: ~55 s of a 97 s rerun were the probes).
 
 Key (ours): the probed model's content (a hash of every file of its checkpoint folder, or, for
-a random init, the architecture's config and seed), the dataset's shards (manifest hash,
-rows, code version, image size), the fold, the augmentation settings that fix the decoded
+a random init, the architecture's config and seed), the dataset's shards (the manifest's
+`content_digest`: inputs, options, every shard's bytes), the fold, the augmentation settings that fix the decoded
 size, and the probe's own settings (`PROBE_VERSION`, C, iterations, frames per sequence).
 The checkpoint is hashed by content rather than by path: a unit trained again after a
 damaged cache keeps its folder but not its weights.
@@ -53,7 +53,7 @@ def probe_key(cfg: ExperimentConfig, spec: str, dataset: str, fold: int) -> str:
     payload = {
         "probe": [PROBE_VERSION, probes.C, probes.MAX_ITER, probes.FRAMES_PER_SEQUENCE],
         "model": _model_part(cfg, spec),
-        "shards": [dataset, m.input_hash, m.rows, m.code_version, m.image_size],
+        "shards": [dataset, m.content_digest()],
         "fold": fold,
         "augment": [s.augment.model_dump(mode="json") for s in (cfg.stage1, cfg.stage2)],
     }

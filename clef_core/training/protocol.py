@@ -153,7 +153,7 @@ def unit_key(cfg: ExperimentConfig, unit: Unit, manifests: dict[str, Manifest]) 
         "unit": unit.name,
         "training": TRAINING_VERSION,
         "config": _config_part(cfg, unit),
-        "shards": [m.input_hash, m.rows, m.code_version, m.image_size],
+        "shards": m.content_digest(),
         "init": unit_key(cfg, unit.init, manifests) if unit.init else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

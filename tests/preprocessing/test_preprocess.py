@@ -284,3 +284,17 @@ def test_bad_label_and_pixel_rows_are_counted_never_taken_for_bugs(
     assert manifest.unreadable == missing and not manifest.failed_sequences
     assert any(f"row {bad_pixels}: expected 2304" in m for m in manifest.unreadable_examples)
     assert len(rows) == manifest.rows == len(kept) - 1 - missing
+
+
+def test_the_caches_key_follows_what_the_shards_hold(synth_root: Path, tmp_path: Path) -> None:
+    """`Manifest.content_digest` keys the decoded arrays, trained units and probes: a rerun
+    (shards skipped, manifest rewritten) and a forced one with the same options keep it, so
+    a second `make demo` reuses everything; other JPEG quality gives other images: a new key."""
+    root = synth_root / "DISFA"
+    _, first = run_inline("disfa", root, tmp_path)
+    _, again = run_inline("disfa", root, tmp_path)
+    _, forced = run_inline("disfa", root, tmp_path, force=True)
+    assert first.content_digest() == again.content_digest() == forced.content_digest()
+    _, other = run_inline("disfa", root, tmp_path, force=True, jpeg_quality=60)
+    assert other.input_hash == first.input_hash and other.rows == first.rows
+    assert other.content_digest() != first.content_digest()

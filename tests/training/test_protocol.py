@@ -16,8 +16,19 @@ from clef_core.training.stages import StageJob, plan_stage
 
 REPO = Path(__file__).resolve().parents[2]
 
-MANIFESTS = {  # the fields a unit key reads (clef_core.common.manifest)
-    d: Manifest.model_construct(input_hash=f"h-{d}", rows=100, code_version="0", image_size=112)
+
+def _manifest(dataset: str) -> Manifest:
+    """A manifest of 100 rows (a unit key reads its `content_digest`)."""
+    return Manifest(
+        dataset=dataset, au_ids=[], classes=[], rows=100, rows_per_subject={}, rows_per_task={},
+        rows_per_part={}, no_face=0, decode_reduction={}, unreadable=0, unreadable_examples=[],
+        failed_sequences=[], issues=[], shards={}, source_root="/data", input_hash=f"h-{dataset}",
+        code_version="0", image_size=112, options={"jpeg_quality": "95", "force": "False"},
+    )  # fmt: skip
+
+
+MANIFESTS = {
+    d: _manifest(d)
     for d in ("bp4d", "bp4d_plus", "disfa", "rafdb", "affectnet7", "affectnet8", "ferplus")
 }
 
@@ -78,6 +89,14 @@ def test_unit_keys_follow_what_the_result_depends_on() -> None:
     )
     changed = dict(MANIFESTS, bp4d=MANIFESTS["bp4d"].model_copy(update={"input_hash": "other"}))
     assert unit_key(cfg, unit, changed) != key  # new BP4D shards: retrain BP4D and DISFA
+    # Other images from the same inputs (a forced rerun at another JPEG quality): retrain;
+    # the same shards moved elsewhere, or rebuilt with --force: reuse.
+    requality = {"options": {"jpeg_quality": "60", "force": "True"}}
+    changed = dict(MANIFESTS, bp4d=MANIFESTS["bp4d"].model_copy(update=requality))
+    assert unit_key(cfg, unit, changed) != key
+    moved = {"source_root": "/elsewhere", "options": {"jpeg_quality": "95", "force": "True"}}
+    changed = dict(MANIFESTS, bp4d=MANIFESTS["bp4d"].model_copy(update=moved))
+    assert unit_key(cfg, unit, changed) == key
 
 
 def test_a_fold_that_does_not_exist_is_one_clear_error() -> None:
