@@ -45,10 +45,33 @@ def resolve_model_dir(uri: str, tracking_uri: str | None, cache: Path) -> Path:
         if (folder / "meta.json").is_file():
             return folder
     try:
-        local = _download(uri, client, target)
+        local = _download_whole(uri, client, target)
     except (MlflowException, OSError) as err:  # no such model or version, store unreachable
         raise ClefError(f"cannot fetch model {uri} from {client.tracking_uri}: {err}") from None
     return local if (local / "meta.json").is_file() else local / "model"
+
+
+def _download_whole(uri: str, client: Any, target: Path) -> Path:
+    """`_download` into a temporary sibling renamed to `target` when complete: a download cut
+    short (Ctrl-C, a network error) is never taken for a cached model, and of two processes
+    fetching the same model the second to finish keeps the first one's copy."""
+    import os
+    import shutil
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        local = _download(uri, client, tmp)
+        shutil.rmtree(target, ignore_errors=True)  # a copy cut short by an older version
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process renamed its whole copy there first
+            if not any((f / "meta.json").is_file() for f in (target, target / "model")):
+                raise
+        return target / local.relative_to(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _download(uri: str, client: Any, target: Path) -> Path:

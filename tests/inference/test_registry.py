@@ -100,3 +100,18 @@ def test_the_cache_key_is_the_server_never_its_credentials(tmp_path: Path) -> No
     assert store_key("https://a.example.org", "https://a.example.org") != store_key(
         "https://b.example.org", "https://b.example.org"
     )
+
+
+def test_a_download_lands_whole_and_a_cut_copy_is_fetched_again(tmp_path: Path) -> None:
+    """Downloads go to a temporary sibling renamed into place when complete (nothing of it
+    is left beside the cache); a copy without its meta.json (cut short by an older version)
+    is fetched again, not loaded."""
+    uri = _register(tmp_path / "store", 1.0)
+    cache = tmp_path / "cache"
+    fetched = resolve_model_dir(f"models:/{NAME}/1", uri, cache)
+    assert not [p for p in fetched.parent.parent.rglob("*.tmp")]
+    (fetched / "meta.json").unlink()
+    (fetched / "model.pt").write_bytes(b"cut")
+    again = resolve_model_dir(f"models:/{NAME}/1", uri, cache)
+    assert again == fetched and _weights(again) == 1.0
+    assert not [p for p in fetched.parent.parent.rglob("*.tmp")]
