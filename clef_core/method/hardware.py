@@ -22,14 +22,20 @@ def configure_device(compute: ComputeConfig, device: torch.device) -> None:
         torch.backends.cudnn.conv.fp32_precision = "tf32"
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_tile")  # /proc/cpuinfo's names of what oneDNN uses
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products run natively here: on CUDA, and on a CPU with AVX512-BF16
-    or AMX (oneDNN's bf16 kernels). On other CPUs oneDNN emulates bf16, slower than fp32, so
-    inference there keeps fp32 unless asked (`clef_core.inference.predictor`)."""
+    """Whether bf16 matrix products run natively here: on a CUDA GPU that has them (Ampere
+    and later; a V100 or T4 emulates), and on a CPU with AVX512-BF16 or AMX (oneDNN's bf16
+    kernels). Elsewhere bf16 is emulated, which we expect to be slower than fp32 (not measured
+    here: this project's CPUs have AMX), so inference keeps fp32 unless asked
+    (`clef_core.inference.predictor`). torch's CPU checks are private names: if they go, this
+    says False and `tests/method/test_hardware.py` fails on a CPU whose flags say otherwise."""
     if device.type == "cuda":
-        return True
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU checks
-    return device.type == "cpu" and any(getattr(torch.cpu, f, lambda: False)() for f in probes)
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return device.type == "cpu" and any(getattr(torch.cpu, f, lambda: False)() for f in checks)
 
 
 def prepare_model(model: ClefModel, compute: ComputeConfig, device: torch.device) -> nn.Module:

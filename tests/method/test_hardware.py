@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from clef_core.method.config import load_config
@@ -46,3 +47,18 @@ def test_grad_checkpointing_gives_the_same_step() -> None:
     assert grads.keys() == grads_ckpt.keys() and grads
     for name, grad in grads.items():
         assert torch.allclose(grad, grads_ckpt[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_native_bf16_on_the_cpu_follows_the_cpu_flags() -> None:
+    """`native_bf16` reads torch's private CPU checks; the kernel's flags are the truth (a
+    torch that renamed them would silently drop AMX machines to fp32 inference)."""
+    from pathlib import Path
+
+    from clef_core.method.hardware import CPU_BF16_FLAGS, native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo (not Linux)")
+    flags = {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+             for f in line.split(":", 1)[1].split()}  # fmt: skip
+    assert native_bf16(torch.device("cpu")) == any(f in flags for f in CPU_BF16_FLAGS)
