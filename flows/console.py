@@ -8,7 +8,8 @@ code through Prefect's `prefect.flow_runs` / `prefect.task_runs` loggers), and e
 error. Prefect's engine logs on those loggers too ("Beginning flow run", "Finished in state
 Completed()"): those INFO lines, written by Prefect's own modules, go to the file. So do
 the messages FFmpeg, libjpeg and OpenCV print on a damaged video or image, which
-`faces.native` catches off the process's stderr.
+`faces.native` catches off fd 2 (`clef preprocess`: in Ray's workers, and logged here as each
+sequence's result comes back).
 `clef --verbose` (the CLI's switch) keeps them all on the console too. Prefect's API handler
 is not touched: the UI keeps every line.
 
@@ -66,7 +67,8 @@ def quiet_libraries(log_file: Path, ray: bool = True, prefect: bool = True) -> P
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     previous = _state["file"]
     # the native decoders' messages on a damaged file ("moov atom not found"), caught off fd 2
-    # by `faces.native` and logged at INFO: below the root's WARNING, so let them through
+    # by `faces.native` (or brought back from Ray's workers by `run_sequences`) and logged at
+    # INFO: below the root's WARNING, so let them through
     logging.getLogger("faces").setLevel(logging.INFO)
     for name in ("", "ray"):  # root (where Prefect's loggers end) and Ray's own
         logger = logging.getLogger(name)

@@ -7,6 +7,7 @@ import ray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clef_core.common.runtime import init_ray
+from faces.native import relog
 from preprocessing.pipeline import PreprocessOptions, SequenceResult, process_sequence
 from preprocessing.readers import SequenceRef
 
@@ -47,6 +48,7 @@ def run_sequences(
                         result = SequenceResult(
                             seq.key, seq.subject, seq.task, -1, failed=f"{seq.key}: {err}"
                         )
+                    relog(result.decoder_output)  # a worker's decoder lines: this log file
                     results.append(result)
                     frames += result.frames
                     progress.update(bar, advance=1, frames=frames)

@@ -31,6 +31,7 @@ from clef_core.common.paths import symlink_loops
 from faces.align import box_transform, face_transform, warp
 from faces.decode import DecodeError
 from faces.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
+from faces.native import collected
 from preprocessing.readers import FrameItem, Reader, SequenceRef, get_reader
 from preprocessing.shards import SCHEMA, ShardWriter, shard_path
 
@@ -74,6 +75,9 @@ class SequenceResult:
     failed: str | None = None  # the whole sequence could not be processed
     reduce: int = 1  # frames decoded at 1/reduce scale
     seconds: float = 0.0
+    # what the native decoders printed ("file: line", `faces.native`): a Ray worker has no
+    # log file, so the driver logs them (`run_sequences`)
+    decoder_output: list[str] = field(default_factory=list)
 
 
 def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -169,6 +173,28 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
     result.rebuilt = path.exists() and not opts.force
     tracker = FaceTracker(opts.detector, continuous=seq.continuous)
     writer = ShardWriter(path)
+    with collected() as result.decoder_output:
+        _write_shard(opts, seq, reader, tracker, writer, result)
+    result.frames = writer.rows
+    result.issues = reader.issues.messages
+    if writer.rows and result.failed is None:
+        writer.commit({REDUCE_KEY.decode(): str(result.reduce)})
+        result.bytes = path.stat().st_size
+    else:
+        writer.abort()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _write_shard(
+    opts: PreprocessOptions,
+    seq: SequenceRef,
+    reader: Reader,
+    tracker: FaceTracker,
+    writer: ShardWriter,
+    result: SequenceResult,
+) -> None:
+    """Add the sequence's rows to `writer`; a bad input ends it as `result.failed`."""
     try:
         if opts.reduce_decode:
             result.reduce = decode_reduction(reader, seq, tracker.detector, opts.image_size)
@@ -197,15 +223,6 @@ def process_sequence(opts: PreprocessOptions, seq: SequenceRef) -> SequenceResul
             result.faces += found
     except BAD_INPUT as err:  # one bad input never stops the dataset; anything else is a bug
         result.failed = f"{seq.key}: {type(err).__name__}: {err}"
-    result.frames = writer.rows
-    result.issues = reader.issues.messages
-    if writer.rows and result.failed is None:
-        writer.commit({REDUCE_KEY.decode(): str(result.reduce)})
-        result.bytes = path.stat().st_size
-    else:
-        writer.abort()
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 def input_hash(root: Path) -> str:
