@@ -38,10 +38,10 @@ def stack_up(
     from flows.stack import read_ports, read_state, up
     from flows.stack_auth import secret_path, user_env
 
-    before = {s.name: s.pid for s in read_state(data_dir.resolve())}
+    before = {s.name: s for s in read_state(data_dir.resolve())}
     for s in up(data_dir, asked=parse_ports(ports or [])):
-        # The same PID as before: it was running and `up` left it alone.
-        if before.get(s.name) == s.pid:
+        # The same process as before (PID and start time): it was running and `up` left it.
+        if before.get(s.name) == s:
             console.print(f"[green]running[/] {s.name:12s} {s.url}  (pid {s.pid})", soft_wrap=True)
         else:
             console.print(

@@ -27,9 +27,12 @@ class Ports:
         return [f.name for f in fields(cls)]
 
 
-def port_free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:`port` (and it can be bound now)."""
+def port_free(port: int, reuse_addr: bool = False) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (and it can be bound now; with `reuse_addr`, as a
+    server binding with SO_REUSEADDR can: connections left in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        if reuse_addr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

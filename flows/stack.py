@@ -10,12 +10,15 @@ Each requires the stack's secret (`flows.stack_auth`: Ray's token authentication
 and MLflow's basic auth), which `up` makes once, readable by its owner only.
 Ports: the defaults below where they are free, any other free port where not (printed, kept in
 the state file, shown by `clef stack status` and `clef stack env`), or the ones asked for.
-Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json`, and `down` stops
-exactly those process groups (never `ray stop`, which would stop every Ray on the machine).
+Each runs in its own session; their PIDs go to `<data_dir>/stack/stack.json` with each
+process's start time and the boot id, and `down` stops exactly those process groups (never
+`ray stop`, which would stop every Ray on the machine); a PID that belongs to another process
+now (after a reboot, or reused) counts as stopped and is sent nothing.
 The serving process is stopped first, with SIGINT: it ignores SIGTERM once its server is gone.
 `up` on a stack that runs starts only what is missing (killed, crashed), on the stack's ports
-and stores, and leaves the running services alone; an `up` that fails stops again what it
-started, so it never leaves a half stack. `restart` stops one service and starts it again;
+and stores, and leaves the running services alone; a stack none of whose services runs comes
+back on its ports where they are free. An `up` that fails stops again what it started (and
+only that: what ran before keeps running). `restart` stops one service and starts it again;
 `start_again` starts one that stopped.
 """
 
@@ -32,7 +35,7 @@ from pathlib import Path
 
 from clef_core.common.errors import ClefError
 from clef_core.common.runtime import LOOPBACK_RAY_ENV, local_cpus
-from flows.ports import HOST, Ports, choose_ports
+from flows.ports import HOST, Ports, choose_ports, port_free
 from flows.stack_auth import (
     auth_headers,
     client_env,
@@ -45,11 +48,11 @@ from flows.stack_auth import (
 )
 from flows.stack_process import (
     Service,
-    alive,
     bin_path,
     healthy,
     read_ports,
     read_state,
+    running,
     save_state,
     start,
     state_file,
@@ -122,11 +125,13 @@ def up(
     call started is stopped again and one error says which."""
     data_dir = data_dir.resolve()
     state = read_state(data_dir)
-    kept = [s for s in state if alive(s.pid)]
-    ports = _stack_ports(data_dir, kept, ports, asked or {})
-    for s in state:  # a killed leader's children (MLflow's uvicorn, Ray's raylet) hold ports
+    kept = [s for s in state if running(s)]
+    # A killed leader's children (MLflow's uvicorn, Ray's raylet) hold its ports: stopped
+    # before the ports are chosen, so that a stack whose services all died keeps its ports.
+    for s in state:
         if s not in kept:
             stop(s)
+    ports = _stack_ports(data_dir, kept, ports, asked or {})
     (data_dir / "stack").mkdir(parents=True, exist_ok=True)
     # The running services check the secret they started with: a new one would lock them out.
     secret = read_secret(data_dir) if kept else make_secret(data_dir)
@@ -146,10 +151,19 @@ def up(
 def _stack_ports(
     data_dir: Path, kept: list[Service], ports: Ports | None, asked: dict[str, int]
 ) -> Ports:
-    """The ports to start on: a running stack's own, else `ports`, else chosen (`asked` kept)."""
-    if not kept:
-        return ports or choose_ports(asked)
+    """The ports to start on: a running stack's own; else the stopped stack's own where all
+    are free and agree with `ports` / `asked` (the URIs exported and spooled point there);
+    else `ports`, else chosen (`asked` kept)."""
     saved = read_ports(data_dir)
+    if not kept:
+        wanted = asdict(ports) if ports is not None else asked
+        if (
+            saved is not None
+            and all(getattr(saved, k, None) == v for k, v in wanted.items())
+            and _all_free(saved)
+        ):
+            return saved
+        return ports or choose_ports(asked)
     if saved is None:
         raise ClefError(f"the stack of {data_dir} has no ports in {state_file(data_dir)}: "
                         "`clef stack down` first")  # fmt: skip
@@ -160,6 +174,18 @@ def _stack_ports(
         raise ClefError(f"the stack of {data_dir} runs on {theirs}: `clef stack down` first "
                         "to move it to other ports")  # fmt: skip
     return saved
+
+
+def _all_free(ports: Ports, wait: float = 5) -> bool:
+    """Every port of `ports` can be bound, waiting `wait` s at most for the leftovers of a
+    stopped stack (just sent SIGKILL) to let go; TIME_WAIT connections do not count (the
+    servers bind with SO_REUSEADDR)."""
+    deadline = time.monotonic() + wait
+    while not all(port_free(p, reuse_addr=True) for p in asdict(ports).values()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
 
 
 def _start_missing(
@@ -194,7 +220,7 @@ def _roll_back(data_dir: Path, ports: Ports, state: list[Service], started: list
     stopped services there shown as down), or away when none of them runs."""
     for s in sorted(started, key=lambda s: s.name != "deployments"):
         stop(s)
-    if any(alive(s.pid) for s in state):
+    if any(running(s) for s in state):
         save_state(data_dir, state, ports)
     else:
         state_file(data_dir).unlink(missing_ok=True)
@@ -224,7 +250,7 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
     old = next((s for s in services if s.name == name), None)
     if ports is None or old is None:
         raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
-    if alive(old.pid):
+    if running(old):
         raise ClefError(f"{name} (pid {old.pid}) is still running")
     stop(old)  # what is left of its process group would hold its port
     secret = read_secret(data_dir)
@@ -252,7 +278,7 @@ def _wait_for_deployments(ports: Ports, serve: Service, timeout: float, secret: 
         registered = _registered_at(url, auth_headers("prefect", secret))
         if registered is not None and registered >= since:
             return
-        if not alive(serve.pid):
+        if not running(serve):
             raise ClefError(f"the deployment server exited; see {serve.log}")
         time.sleep(1)
     raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
@@ -287,4 +313,4 @@ def status(data_dir: Path) -> list[tuple[Service, bool, bool]]:
     services = read_state(data_dir)
     # A stack without its secret file (removed by hand) shows its Ray head as not answering.
     secret = read_secret(data_dir) if secret_path(data_dir).exists() else ""
-    return [(s, alive(s.pid), healthy(s.health, auth_headers(s.name, secret))) for s in services]
+    return [(s, running(s), healthy(s.health, auth_headers(s.name, secret))) for s in services]

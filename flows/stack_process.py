@@ -1,6 +1,10 @@
 """One service of the local stack (`flows.stack`) as a process: started in its own session
 (its log beside it), its health checked, stopped as a whole process group; and the stack's
-state file (`<data_dir>/stack/stack.json`: each service's PID, URL and log, the ports)."""
+state file (`<data_dir>/stack/stack.json`: each service's PID, URL and log, the ports).
+
+A PID in the state file can outlive its process (a reboot, a long time): each service also
+records its process's start time and the boot id, and a PID whose process is not that one is
+someone else's, never taken for the service nor signalled (`running`, `foreign`, `stop`)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,53 @@ class Service:
     url: str
     health: str  # URL that answers 200 when the service is up
     log: str
+    # The identity of the process `pid` was at its start: its start time (clock ticks after
+    # boot, field 22 of /proc/PID/stat) and the boot id. None in a state file written before
+    # they were recorded: such a service is known by its PID alone, as it was then (that file
+    # was written by a stack that ran with it; taking its services for dead would start a
+    # second stack beside them, on the same stores).
+    start_ticks: int | None = None
+    boot_id: str | None = None
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process `pid` started (clock ticks after boot), None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Its command name (field 2, in parentheses) can hold spaces and parentheses: the fields
+    # after the last ')' are field 3 (the state) onwards, the start time field 22.
+    try:
+        return int(stat[stat.rindex(")") + 1 :].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def foreign(s: Service) -> bool:
+    """The PID of `s` (or its process group) is not the service's: the state file is from
+    another boot, or a process with that PID runs now with another start time. Then nothing
+    of that PID's group is ours: a group's id is never given to a new process while any
+    member of the group lives, so a reused PID means our group is gone. False for a service
+    whose identity was not recorded (known by its PID alone)."""
+    if s.start_ticks is None or s.boot_id is None:
+        return False
+    if boot_id() != s.boot_id:
+        return True
+    now = start_ticks(s.pid)
+    return now is not None and now != s.start_ticks
+
+
+def running(s: Service) -> bool:
+    """The process `s` started is alive (its PID not reused by another since)."""
+    return alive(s.pid) and not foreign(s)
 
 
 def bin_path(name: str) -> str:
@@ -52,7 +103,8 @@ def start(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=folder,
         )  # fmt: skip
-    return Service(name, proc.pid, url, health, str(log))
+    # Read at once: the child cannot be reaped (and its PID reused) before we wait for it.
+    return Service(name, proc.pid, url, health, str(log), start_ticks(proc.pid), boot_id())
 
 
 def wait_healthy(service: Service, timeout: float, secret: str, fix: str = "") -> None:
@@ -61,7 +113,7 @@ def wait_healthy(service: Service, timeout: float, secret: str, fix: str = "") -
     while time.monotonic() < deadline:
         if healthy(service.health, auth_headers(service.name, secret)):
             return
-        if not alive(service.pid):
+        if not running(service):
             raise ClefError(f"{service.name} exited during start-up; see {service.log}")
         time.sleep(0.5)
     raise ClefError(
@@ -109,7 +161,10 @@ def save_state(data_dir: Path, services: list[Service], ports: Ports) -> None:
 def stop(s: Service, timeout: float = 30) -> bool:
     """Stop the process group of `s`; False if its leader was not running. What is left of a
     group whose leader is gone (a server that exited during start-up) is killed too: a group's
-    id is never given to a new process while any of its members lives."""
+    id is never given to a new process while any of its members lives. A PID that another
+    process has now (`foreign`) gets no signal at all, nor does its group."""
+    if foreign(s):
+        return False
     if not alive(s.pid):
         signal_group(s.pid, signal.SIGKILL)
         return False
@@ -118,15 +173,16 @@ def stop(s: Service, timeout: float = 30) -> bool:
     # `ray start --block` takes 30 s or more to stop its processes on a busy machine;
     # what is left of the group after a short wait is killed (its workers share the
     # raylet's fate).
-    wait_gone(s.pid, min(timeout, 10) if s.name == "ray" else timeout)
-    signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
-    wait_gone(s.pid, 10)
+    wait_gone(s, min(timeout, 10) if s.name == "ray" else timeout)
+    if not foreign(s):  # its PID not reused while we waited
+        signal_group(s.pid, signal.SIGKILL)  # whatever of the group is left
+    wait_gone(s, 10)
     return True
 
 
-def wait_gone(pid: int, timeout: float) -> None:
+def wait_gone(s: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while running(s) and time.monotonic() < deadline:
         time.sleep(0.3)
 
 

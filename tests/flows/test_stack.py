@@ -1,4 +1,6 @@
-"""`clef stack` port choice and `clef reproduce`'s check of its parameters (no services);
+"""`clef stack` port choice, a state file's PID that is now another process's never signalled,
+a stack whose services all died coming back on its ports, and `clef reproduce`'s check of its
+parameters (no services);
 the local stack authenticated (one stack for the module, started and stopped by PID): its
 secret is its owner's alone (mode 0600 from creation), Ray's job API runs nothing without it
 (the POST of issue 31) and runs the job with it, Prefect takes no write and MLflow lets no
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -36,6 +39,7 @@ from clef_core.tracking.spool import pending, spool_dir
 from flows.ports import Ports, choose_ports, parse_ports, port_free
 from flows.stack import down, read_state, status, up
 from flows.stack_auth import auth_headers, client_env, make_secret, read_secret, secret_path
+from flows.stack_process import Service, boot_id, foreign, running, save_state, start_ticks
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,22 +69,135 @@ def test_ports_are_free_distinct_and_asked_ones_kept() -> None:
         parse_ports(["mlflow:5001"])
 
 
+def _sleeper() -> subprocess.Popen:
+    """A throwaway process in a session of its own: the PID a test's state file names, so that
+    a regression signals this process's group, never pytest's."""
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def _as_service(name: str, proc: subprocess.Popen, **identity: object) -> Service:
+    """A service record for `proc`, its identity recorded (or as given in `identity`)."""
+    found = {"start_ticks": start_ticks(proc.pid), "boot_id": boot_id(), **identity}
+    health = f"http://127.0.0.1:{_free_port()}/"  # nothing answers there
+    return Service(name, proc.pid, "", health, "", **found)  # type: ignore[arg-type]
+
+
+def _end(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait(timeout=30)
+
+
 def test_up_on_a_running_stack_keeps_its_ports(tmp_path: Path) -> None:
-    """A stack that runs (here: a state file whose service is this live process) is not
-    moved: other ports are refused in one line before anything starts."""
+    """A stack that runs (here: a state file whose service is a live process of this test) is
+    not moved: other ports are refused in one line before anything starts."""
     from flows.stack import restart
-    from flows.stack_process import Service, save_state
 
     ports = Ports(prefect=_free_port())
     (tmp_path / "stack").mkdir()
-    save_state(tmp_path, [Service("prefect", os.getpid(), "", "", "")], ports)
-    with pytest.raises(ClefError, match=f"runs on mlflow={ports.mlflow}: `clef stack down` first"):
-        up(tmp_path, asked={"mlflow": ports.mlflow + 1}, timeout=1)
-    with pytest.raises(ClefError, match=f"runs on prefect={ports.prefect}"):
-        up(tmp_path, Ports(), timeout=1)
-    with pytest.raises(ClefError, match="unknown service 'grafana'; expected prefect, mlflow"):
-        restart(tmp_path, "grafana")
-    assert _pids(tmp_path) == {"prefect": os.getpid()}  # nothing started, nothing stopped
+    sleeper = _sleeper()
+    try:
+        save_state(tmp_path, [_as_service("prefect", sleeper)], ports)
+        with pytest.raises(
+            ClefError, match=f"runs on mlflow={ports.mlflow}: `clef stack down` first"
+        ):
+            up(tmp_path, asked={"mlflow": ports.mlflow + 1}, timeout=1)
+        with pytest.raises(ClefError, match=f"runs on prefect={ports.prefect}"):
+            up(tmp_path, Ports(), timeout=1)
+        with pytest.raises(ClefError, match="unknown service 'grafana'; expected prefect, mlflow"):
+            restart(tmp_path, "grafana")
+        assert _pids(tmp_path) == {"prefect": sleeper.pid}  # nothing started, nothing stopped
+        assert sleeper.poll() is None
+    finally:
+        _end(sleeper)
+
+
+def test_a_pid_now_another_process_s_is_never_signalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state file from another boot, or whose PID is now a process started later (its start
+    time differs): `status` shows the service down, and `down`, `up` and `restart` send that
+    PID's process group nothing. A service recorded without its identity (an older state
+    file) is known by its PID alone, as before."""
+    import flows.stack as stack_module
+    from flows.stack import restart
+
+    def no_launch(*args: object) -> Service:
+        raise ClefError("no service started in this test")
+
+    monkeypatch.setattr(stack_module, "_launch", no_launch)
+    (tmp_path / "stack").mkdir()
+    ports = choose_ports({name: _free_port() for name in Ports.names()})
+    sleeper = _sleeper()
+    try:
+        ticks = start_ticks(sleeper.pid)
+        assert ticks is not None
+        old = _as_service("prefect", sleeper, start_ticks=None, boot_id=None)
+        assert running(old) and not foreign(old)
+        for other in ({"start_ticks": ticks + 1}, {"boot_id": "another-boot"}):
+            save_state(tmp_path, [_as_service("prefect", sleeper, **other)], ports)
+            [(_, alive, _)] = status(tmp_path)
+            assert alive is False
+            with pytest.raises(ClefError, match="no service started in this test"):
+                up(tmp_path, timeout=1)
+            save_state(tmp_path, [_as_service("prefect", sleeper, **other)], ports)
+            with pytest.raises(ClefError, match="no service started in this test"):
+                restart(tmp_path, "prefect")
+            assert down(tmp_path) == []
+            time.sleep(0.5)
+            assert sleeper.poll() is None, f"{other}: the sleeper was signalled"
+    finally:
+        _end(sleeper)
+    # The start time read after the command name's last ')': a name with spaces and parens.
+    odd = tmp_path / "s) (x y"
+    odd.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    named = subprocess.Popen([str(odd), "60"], start_new_session=True)
+    try:
+        ticks = start_ticks(named.pid)
+        assert ticks is not None
+        since_boot = psutil.Process(named.pid).create_time() - psutil.boot_time()
+        assert abs(ticks / os.sysconf("SC_CLK_TCK") - since_boot) < 2
+    finally:
+        _end(named)
+
+
+def test_a_stack_whose_services_all_died_comes_back_on_its_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every service gone, one leaving a child in its group that holds its port: `up` stops
+    that leftover first and starts on the stack's ports (where its exports and spooled URIs
+    point), not on new ones."""
+    import flows.stack as stack_module
+
+    ports = choose_ports({name: _free_port() for name in Ports.names()})
+    holder = (
+        "import socket, time; s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {ports.mlflow})); s.listen(); time.sleep(60)"
+    )
+    # The leader exits at once; its child, in the leader's group, keeps MLflow's port.
+    leader = subprocess.Popen(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(holder)} & sleep 1"],
+        start_new_session=True,
+    )
+    record = _as_service("mlflow", leader)
+    leader.wait(timeout=30)
+    assert wait_for(lambda: _listening(ports.mlflow), 30)
+    (tmp_path / "stack").mkdir()
+    save_state(tmp_path, [record], ports)
+    used: list[Ports] = []
+
+    def start_none(data_dir: Path, on: Ports, *args: object) -> None:
+        used.append(on)
+        raise ClefError("no service started in this test")
+
+    monkeypatch.setattr(stack_module, "_start_missing", start_none)
+    try:
+        with pytest.raises(ClefError, match="no service started in this test"):
+            up(tmp_path, timeout=1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+    assert used == [ports]
+    assert not _group_alive(leader.pid)
 
 
 def test_reproduce_with_a_bad_root_prints_one_line(tmp_path: Path) -> None:
