@@ -25,11 +25,9 @@ only that: what ran before keeps running). `restart` stops one service and start
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,6 +55,7 @@ from flows.stack_process import (
     start,
     state_file,
     stop,
+    wait_for_deployments,
     wait_healthy,
 )
 
@@ -212,7 +211,7 @@ def _start_missing(
         serve = _launch("deployments", data_dir, ports, secret)
         started.append(serve)
         save_state(data_dir, [*kept, *started], ports)
-        _wait_for_deployments(ports, serve, timeout, secret)
+        wait_for_deployments(ports, serve, timeout, secret)
 
 
 def _roll_back(data_dir: Path, ports: Ports, state: list[Service], started: list[Service]) -> None:
@@ -258,42 +257,13 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
     save_state(data_dir, [new if s.name == name else s for s in services], ports)
     try:
         if name == "deployments":
-            _wait_for_deployments(ports, new, timeout, secret)
+            wait_for_deployments(ports, new, timeout, secret)
         else:
             wait_healthy(new, timeout, secret)
     except BaseException:
         stop(new)
         raise
     return new
-
-
-def _wait_for_deployments(ports: Ports, serve: Service, timeout: float, secret: str) -> None:
-    """Until the deployment server has registered its deployments: after it marked earlier
-    runs Crashed (`flows.serve.crash_orphans`), and not merely found in the database by an
-    earlier stack of the same data dir (their `updated` time is this start's)."""
-    url = f"http://{HOST}:{ports.prefect}/api/deployments/name/clef/smoke"
-    since = time.time() - 1  # the server's clock is this machine's; its stamps have µs
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        registered = _registered_at(url, auth_headers("prefect", secret))
-        if registered is not None and registered >= since:
-            return
-        if not running(serve):
-            raise ClefError(f"the deployment server exited; see {serve.log}")
-        time.sleep(1)
-    raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
-
-
-def _registered_at(url: str, headers: dict[str, str]) -> float | None:
-    """When the deployment at `url` was last registered (its `updated`), None if not yet."""
-    from datetime import datetime
-
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
-            updated = json.loads(r.read()).get("updated")
-    except (OSError, ValueError):
-        return None
-    return datetime.fromisoformat(updated).timestamp() if updated else None
 
 
 def down(data_dir: Path, timeout: float = 30) -> list[str]:

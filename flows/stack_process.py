@@ -1,6 +1,6 @@
 """One service of the local stack (`flows.stack`) as a process: started in its own session
-(its log beside it), its health checked, stopped as a whole process group; and the stack's
-state file (`<data_dir>/stack/stack.json`: each service's PID, URL and log, the ports).
+(its log beside it), its health checked (the deployment server's: its deployments registered),
+stopped as a whole process group; and the stack's state file (`<data_dir>/stack/stack.json`: each service's PID, URL and log, the ports).
 
 A PID in the state file can outlive its process (a reboot, a long time): each service also
 records its process's start time and the boot id, and a PID whose process is not that one is
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clef_core.common.errors import ClefError
-from flows.ports import Ports
+from flows.ports import HOST, Ports
 from flows.stack_auth import auth_headers
 
 
@@ -189,3 +189,32 @@ def wait_gone(s: Service, timeout: float) -> None:
 def signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(OSError):  # each service leads its own session: children go too
         os.killpg(pid, sig)
+
+
+def wait_for_deployments(ports: Ports, serve: Service, timeout: float, secret: str) -> None:
+    """Until the deployment server has registered its deployments: after it marked earlier
+    runs Crashed (`flows.serve.crash_orphans`), and not merely found in the database by an
+    earlier stack of the same data dir (their `updated` time is this start's)."""
+    url = f"http://{HOST}:{ports.prefect}/api/deployments/name/clef/smoke"
+    since = time.time() - 1  # the server's clock is this machine's; its stamps have µs
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        registered = registered_at(url, auth_headers("prefect", secret))
+        if registered is not None and registered >= since:
+            return
+        if not running(serve):
+            raise ClefError(f"the deployment server exited; see {serve.log}")
+        time.sleep(1)
+    raise ClefError(f"deployments not registered within {timeout:.0f} s; see {serve.log}")
+
+
+def registered_at(url: str, headers: dict[str, str]) -> float | None:
+    """When the deployment at `url` was last registered (its `updated`), None if not yet."""
+    from datetime import datetime
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
+            updated = json.loads(r.read()).get("updated")
+    except (OSError, ValueError):
+        return None
+    return datetime.fromisoformat(updated).timestamp() if updated else None
