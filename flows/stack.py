@@ -154,8 +154,8 @@ def _stack_ports(
     are free and agree with `ports` / `asked` (the URIs exported and spooled point there);
     else `ports`, else chosen (`asked` kept)."""
     saved = read_ports(data_dir)
+    wanted = asdict(ports) if ports is not None else asked
     if not kept:
-        wanted = asdict(ports) if ports is not None else asked
         if (
             saved is not None
             and all(getattr(saved, k, None) == v for k, v in wanted.items())
@@ -166,7 +166,6 @@ def _stack_ports(
     if saved is None:
         raise ClefError(f"the stack of {data_dir} has no ports in {state_file(data_dir)}: "
                         "`clef stack down` first")  # fmt: skip
-    wanted = asdict(ports) if ports is not None else asked
     other = {k: v for k, v in wanted.items() if getattr(saved, k) != v}
     if other:
         theirs = ", ".join(f"{k}={getattr(saved, k)}" for k in other)
@@ -197,9 +196,9 @@ def _start_missing(
 ) -> None:
     """Launch each service not in `kept`, appending it to `started` as soon as it has a PID
     (so that a failure later in this call can stop it), and wait for every one to answer."""
-    running = {s.name: s for s in kept}
+    present = {s.name for s in kept}
     for name in SERVICES[:3]:  # the servers start together: their start-ups overlap
-        if name not in running:
+        if name not in present:
             started.append(_launch(name, data_dir, ports, secret))
     save_state(data_dir, [*kept, *started], ports)  # a killed `up` leaves its PIDs for `down`
     for s in [*kept, *started]:
@@ -207,7 +206,7 @@ def _start_missing(
             wait_healthy(
                 s, timeout, secret, fix="" if s in started else f"`clef stack restart {s.name}`"
             )
-    if "deployments" not in running:  # it registers with Prefect: once the servers answer
+    if "deployments" not in present:  # it registers with Prefect: once the servers answer
         serve = _launch("deployments", data_dir, ports, secret)
         started.append(serve)
         save_state(data_dir, [*kept, *started], ports)
@@ -217,12 +216,17 @@ def _start_missing(
 def _roll_back(data_dir: Path, ports: Ports, state: list[Service], started: list[Service]) -> None:
     """Stop what a failed `up` started; the state file goes back to what it was before (the
     stopped services there shown as down), or away when none of them runs."""
-    for s in sorted(started, key=lambda s: s.name != "deployments"):
+    for s in _stop_order(started):
         stop(s)
     if any(running(s) for s in state):
         save_state(data_dir, state, ports)
     else:
         state_file(data_dir).unlink(missing_ok=True)
+
+
+def _stop_order(services: list[Service]) -> list[Service]:
+    """The deployment server first: once its Prefect server is gone it ignores SIGTERM."""
+    return sorted(services, key=lambda s: s.name != "deployments")
 
 
 def restart(data_dir: Path, name: str, timeout: float = 180) -> Service:
@@ -231,11 +235,15 @@ def restart(data_dir: Path, name: str, timeout: float = 180) -> Service:
     if name not in SERVICES:
         raise ClefError(f"unknown service {name!r}; expected {', '.join(SERVICES)}")
     data_dir = data_dir.resolve()
-    old = next((s for s in read_state(data_dir) if s.name == name), None)
-    if old is None:
-        raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
-    stop(old)
+    stop(_service(read_state(data_dir), name, data_dir))
     return start_again(data_dir, name, timeout)
+
+
+def _service(services: list[Service], name: str, data_dir: Path) -> Service:
+    found = next((s for s in services if s.name == name), None)
+    if found is None:
+        raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
+    return found
 
 
 def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
@@ -244,10 +252,10 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
     the old one in the state file, so `down` stops it. Refuses one that is still alive; one
     that does not come up is stopped again (the state file keeps its PID, which is gone)."""
     data_dir = data_dir.resolve()
-    ports = read_ports(data_dir)
     services = read_state(data_dir)
-    old = next((s for s in services if s.name == name), None)
-    if ports is None or old is None:
+    old = _service(services, name, data_dir)
+    ports = read_ports(data_dir)
+    if ports is None:
         raise ClefError(f"no {name} service in a stack of {data_dir}: `clef stack up` first")
     if running(old):
         raise ClefError(f"{name} (pid {old.pid}) is still running")
@@ -270,8 +278,7 @@ def down(data_dir: Path, timeout: float = 30) -> list[str]:
     """Stop what `up` started, the deployment server first; returns the names stopped."""
     data_dir = data_dir.resolve()
     services = read_state(data_dir)
-    order = sorted(services, key=lambda s: s.name != "deployments")
-    stopped = [s.name for s in order if stop(s, timeout)]
+    stopped = [s.name for s in _stop_order(services) if stop(s, timeout)]
     if state_file(data_dir).exists():
         state_file(data_dir).unlink()
     return stopped

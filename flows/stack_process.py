@@ -47,16 +47,23 @@ def boot_id() -> str | None:
         return None
 
 
-def start_ticks(pid: int) -> int | None:
-    """When the process `pid` started (clock ticks after boot), None if there is none."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3 onwards (the state first) of /proc/PID/stat, None without the process. Its
+    command name (field 2, in parentheses) can hold spaces and parentheses: the fields are
+    those after the last ')'."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Its command name (field 2, in parentheses) can hold spaces and parentheses: the fields
-    # after the last ')' are field 3 (the state) onwards, the start time field 22.
+    return stat[stat.rfind(")") + 1 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process `pid` started (clock ticks after boot, field 22), None if there is
+    none."""
+    fields = _stat(pid)
     try:
-        return int(stat[stat.rindex(")") + 1 :].split()[19])
+        return int(fields[19]) if fields else None
     except (ValueError, IndexError):
         return None
 
@@ -127,10 +134,8 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except OSError:
         return False
-    try:  # a zombie child (our own, not yet reaped) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
+    fields = _stat(pid)  # a zombie child (our own, not yet reaped) is not alive
+    return not fields or fields[0] != "Z"
 
 
 def state_file(data_dir: Path) -> Path:
