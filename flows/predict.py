@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clef_core.common.paths import missing, symlink_loops
+from clef_core.common.paths import loop_problems, missing
 from clef_core.inference.predictor import Predictor
 from faces.decode import DecodeError, ShortVideo, iter_timed_video, read_image
 from preprocessing.readers.video import IMAGE_EXT, VIDEO_EXT, safe_key
@@ -44,7 +44,7 @@ def expand(inputs: list[Path]) -> tuple[list[tuple[str, list[Path]]], list[str]]
             problems.append(missing(path))
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file())
-            problems += [f"symlink loop at {p}; not read" for p in symlink_loops(path)]
+            problems += loop_problems(path)
             items += [
                 (safe_key(str(p.relative_to(path.parent))), [p])
                 for p in files

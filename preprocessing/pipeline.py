@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from clef_core import __version__
 from clef_core.common.errors import ClefError
 from clef_core.common.manifest import Manifest, Shard, recorded_shards, write_manifest
-from clef_core.common.paths import symlink_loops
+from clef_core.common.paths import loop_problems
 from faces.align import box_transform, face_transform, warp
 from faces.decode import DecodeError
 from faces.detect import Detection, DetectorConfig, FaceDetector, FaceTracker
@@ -304,5 +304,5 @@ def plan(opts: PreprocessOptions) -> tuple[list[SequenceRef], list[str]]:
             f"{opts.root}: no {opts.dataset} sequences found (is this the dataset's root?)"
         )
     # a loop is left out of every reader's listing (it is no file and no folder): said here
-    loops = [f"symlink loop at {p}; not read" for p in symlink_loops(opts.root)]
+    loops = loop_problems(opts.root)
     return sequences, reader.issues.messages + loops

@@ -43,3 +43,8 @@ def symlink_loops(root: Path) -> list[Path]:
         except OSError:  # unreadable, or gone while listed
             continue
     return sorted(found)
+
+
+def loop_problems(root: Path) -> list[str]:
+    """One line for each symlink loop under `root`, as a listing reports what it skipped."""
+    return [f"symlink loop at {p}; not read" for p in symlink_loops(root)]
