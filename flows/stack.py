@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clef_core.common.errors import ClefError
-from clef_core.common.runtime import LOOPBACK_RAY_ENV, local_cpus
+from clef_core.common.runtime import LOOPBACK_RAY_ENV, SINGLE_NODE_TRAIN_ENV, local_cpus
 from flows.ports import HOST, Ports, choose_ports, port_free
 from flows.stack_auth import (
     auth_headers,
@@ -70,7 +70,7 @@ def ray_temp_dir(data_dir: Path) -> Path:
 def _base_env(data_dir: Path) -> dict[str, str]:
     """The services' environment: Prefect's home under the data dir, no outside cluster, Ray
     in single-node mode with this stack's token (the caller's own token is not this stack's)."""
-    base = {**os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
+    base = {**SINGLE_NODE_TRAIN_ENV, **os.environ, "PREFECT_HOME": str(data_dir / "prefect")}
     for key in ("PREFECT_API_URL", "RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         base.pop(key, None)  # RAY_ADDRESS: the head must not join a cluster named there
     base.update(LOOPBACK_RAY_ENV)

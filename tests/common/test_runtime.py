@@ -5,6 +5,7 @@ is the one data dir's that a caller names, written in one place."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,28 @@ def test_the_default_store_is_each_callers_data_dir(
                 if isinstance(text, str) and "mlflow.db" in text and id(node) not in prose:
                     spelled.add(path.relative_to(REPO).as_posix())
     assert sorted(spelled) == ["clef_core/common/runtime.py"]
+
+
+def test_a_local_instance_gets_the_single_node_train_settings_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Ray instances we start ourselves: no preemption watcher, a 0.5 s health check; a
+    user's own value wins. (The stack's head: `flows.stack._base_env`, the same dict.)"""
+    from ray._private import ray_constants
+
+    from clef_core.common.runtime import LOOPBACK_RAY_ENV, _confine_to_loopback
+    from flows.stack import _base_env
+
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
+    for key in LOOPBACK_RAY_ENV:  # restored after the test
+        monkeypatch.setenv(key, "")
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
+    _confine_to_loopback()
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    head = _base_env(Path("/nonexistent"))
+    assert head["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert head["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
