@@ -453,10 +453,12 @@ def test_mlflow_killed_during_finetune_then_up_starts_it_alone(
     train.mkdir()
     os.symlink(shard_dir, train / "shards")
     uri = f"http://127.0.0.1:{ports.mlflow}"
+    # Trained on the stack's Ray head (a cluster by address), as `clef stack env` sets it up.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
-    env.update({k: v for k, v in client_env(data, secret).items() if k.startswith("MLFLOW_")})
-    steps = ["stage1.epochs=1", "stage1.steps_per_epoch=2", "stage1.batch_size=8",
-             "stage2.epochs=1", "stage2.steps_per_epoch=2", "stage2.batch_size=8"]  # fmt: skip
+    env.update(client_env(data, secret))
+    env.update({"RAY_ADDRESS": f"127.0.0.1:{ports.ray}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    # Stage 2 alone: the reproduction's parent run and the unit's are the two that log.
+    steps = ["stage1.epochs=0", "stage2.epochs=1", "stage2.steps_per_epoch=2", "stage2.batch_size=8"]  # fmt: skip
     sets = [a for o in steps for a in ("--set", o)]
     log = tmp_path / "finetune.log"
     with log.open("w") as out:
@@ -465,7 +467,7 @@ def test_mlflow_killed_during_finetune_then_up_starts_it_alone(
              "cpu-tiny", *sets, "--data-dir", str(train), "--mlflow-uri", uri],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        # Two runs logging (the reproduction's parent and stage 1's): both exist in MLflow,
+        # Two runs logging (the reproduction's parent and stage 2's): both exist in MLflow,
         # and what they log from now on can only be spooled.
         spool = spool_dir(train)
         logging = lambda: len({p.name.split(".")[0] for p in spool.glob("*.jsonl")}) >= 2  # noqa: E731
