@@ -68,9 +68,9 @@ def probes(cfg: ExperimentConfig, stage1: list[UnitResult], book: RunBook, out: 
             r = cached_probe(cfg, spec, unit.dataset, unit.fold)
             results.append((label_of(spec, name), r))
             get_run_logger().info(
-                "probe %s on %s fold %d: AU F1 %.3f (always %.3f), activity %.3f, identity %.3f",
-                label_of(spec, name), r.dataset, r.fold, r.au_f1, r.au_f1_always,
-                r.activity_acc, r.identity_acc,
+                "probe %s on %s fold %d: AU F1 %.3f (always %.3f, activity only %.3f), "
+                "activity %.3f, identity %.3f", label_of(spec, name), r.dataset, r.fold,
+                r.au_f1, r.au_f1_always, r.au_f1_activity, r.activity_acc, r.identity_acc,
             )  # fmt: skip
     if results:
         record_probes(book, results, out / "probes")

@@ -120,7 +120,8 @@ PROBE_BARS = (("au_f1", "AU F1", "au_f1_always"), ("au_auc", "AU ROC-AUC", None)
 def probe_bars(rows: list[dict[str, float | str]], path: Path, title: str) -> Path:
     """Grouped bars (%) of the linear probes, one colour per probed model (`label`), a
     `<key>_sd` error bar where given; the trivial answer of each group as a red tick (always
-    present for AU F1, the largest class for the accuracies, 50 for the AUC)."""
+    present for AU F1, the largest class for the accuracies, 50 for the AUC), and on AU F1 a
+    black tick: the same probes on the activity alone (`au_f1_activity`), where given."""
     fig, ax = _figure(7.5, 3.6)
     x = np.arange(len(PROBE_BARS))
     width = 0.8 / max(1, len(rows))
@@ -133,6 +134,9 @@ def probe_bars(rows: list[dict[str, float | str]], path: Path, title: str) -> Pa
     trivial = [100 * float(rows[0].get(b, np.nan)) if b else 50.0 for _, _, b in PROBE_BARS]
     ax.scatter(x, trivial, marker="_", s=900, lw=2.5, color="#d8573b", zorder=3,
                label="trivial answer")  # fmt: skip
+    if "au_f1_activity" in rows[0]:  # what features knowing only the activity would give
+        ax.scatter([0], [100 * float(rows[0]["au_f1_activity"])], marker="_", s=900, lw=2.5,
+                   color="#222222", zorder=3, label="AUs from the activity alone")  # fmt: skip
     ax.set_xticks(x, [name for _, name, _ in PROBE_BARS], fontsize=8)
     ax.set_ylabel("held-out score (%)")
     ax.set_ylim(0, 100)

@@ -27,7 +27,7 @@ from clef_core.training import probe as probes
 log = logging.getLogger("clef.probe")
 
 # Raise when the probes' method changes in a way their settings below do not show.
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: au_f1_activity
 
 
 def _folder_digest(folder: Path) -> str:

@@ -105,6 +105,20 @@ def test_run_probes_reads_people_tasks_and_parts() -> None:
     assert 0 <= r.au_f1 <= 1 and 0 <= r.au_auc <= 1
 
 
+def test_the_activity_only_probe_reads_the_aus_an_activity_decides() -> None:
+    """`au_f1_activity`: the AU probes on one-hot activity features. AUs each set by one task
+    are read perfectly from the activity alone; random AUs are not."""
+    from clef_core.method.model import build_model
+
+    model = build_model(load_config("cpu-tiny").model)
+    arrays = _people_arrays(np.random.default_rng(1))
+    by_task = np.stack([arrays["task"] == t for t in ("T1", "T2", "T3", "T4")], 1)
+    tied = run_probes(model, arrays | {"au": by_task.astype(np.int8)}, (1, 2, 4, 6), (1, 2), (0,))
+    untied = run_probes(model, arrays, (1, 2, 4, 6), (1, 2), (0,))
+    assert tied.au_f1_activity == pytest.approx(1.0)
+    assert untied.au_f1_activity < 0.7 and tied.au_f1_always < 0.5
+
+
 def test_probe_cache_key_follows_the_model_and_the_fold(shard_dir: Path, tmp_path: Path) -> None:
     from clef_core.training.probe_cache import probe_key
 
@@ -144,7 +158,14 @@ def test_clef_probe_writes_the_figures(
     assert {"mlflow.db", "logs", "shards"} <= {p.name for p in data.iterdir()}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("my runs")] == [data.name]
     got = json.loads(out.read_text())
-    for key in ("au_f1", "au_f1_always", "au_auc", "activity_acc", "identity_acc"):
+    for key in (
+        "au_f1",
+        "au_f1_always",
+        "au_f1_activity",
+        "au_auc",
+        "activity_acc",
+        "identity_acc",
+    ):
         assert 0.0 <= got[key] <= 1.0, key
     assert got["frames"]["au_test"] > 0 and got["model"] == "random"
     files = tmp_path / "probe-files"
