@@ -67,8 +67,8 @@ def summarise(scores: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for row, runs in scores.items():
         out: dict[str, Any] = {"label": row, "model": row, "dataset": "bp4d",
                                "fold": runs[0]["fold"], "seeds": len(runs)}  # fmt: skip
-        for k in KEYS:
-            out[k], out[f"{k}_sd"] = common.mean_sd([float(r[k]) for r in runs])
+        for k in KEYS:  # NaN: a figure an older run's probes.json lacks (au_f1_activity)
+            out[k], out[f"{k}_sd"] = common.mean_sd([float(r.get(k, "nan")) for r in runs])
         rows.append(out)
     return rows
 

@@ -53,7 +53,7 @@ LOOPBACK_RAY_ENV: dict[str, str] = {
 # Ray Train on one machine (ours; a user's own values win): no preemption watcher, which is one
 # more actor process per unit for a node that cannot be preempted apart from its driver, and
 # the controller polls its workers every 0.5 s, not 2 s, so a unit's end is seen sooner. On 2
-# cores the two took a 2-unit `clef finetune` from 79 to 71 s (docs/measurements.md).
+# cores the two took a 2-unit `clef finetune` of 2 steps a unit from 79-89 s to 71-80 s.
 SINGLE_NODE_TRAIN_ENV: dict[str, str] = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",

@@ -206,7 +206,7 @@ def run_probes(
     aus = probe_aus(feats[fit], au[fit], feats[held_out], au[held_out], au_ids)
     tasks = arrays["task"]
     has_task = tasks != ""
-    # Ours: the ceiling of features that know the activity and nothing else (what activity
+    # Ours: a reference for features that know the activity and nothing else (what activity
     # pairing asks of stage 1), the same AU probes on one-hot activity features.
     onehot = activity_onehot(tasks, np.unique(tasks[fit & has_task]))
     from_activity = probe_aus(onehot[fit], au[fit], onehot[held_out], au[held_out], au_ids)

@@ -68,11 +68,15 @@ def test_a_local_instance_gets_the_single_node_train_settings_unless_set(
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
     for key in LOOPBACK_RAY_ENV:  # restored after the test
         monkeypatch.setenv(key, "")
-    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    # Set first, so that monkeypatch restores (or removes) what `_confine_to_loopback` writes.
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "")
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
     _confine_to_loopback()
     assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
     assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
+    head = _base_env(Path("/nonexistent"))
+    assert head["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
     monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
     head = _base_env(Path("/nonexistent"))

@@ -525,13 +525,19 @@ def _state(stack: Stack, flow_run_id: str) -> dict | None:
     return None
 
 
+def _task_state(api: str, flow_run_id: str, unit: str) -> str | None:
+    """The state type of the flow run's task for `unit` (named `<row>:<unit>`), if any."""
+    tasks = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    return next((t["state"]["type"] for t in tasks if t["name"].endswith(f":{unit}")), None)
+
+
 def test_a_deployment_run_survives_a_prefect_restart_and_a_stack_restart_crashes_it(
     stack: Stack,
 ) -> None:
     """One deployment run, two outages. The Prefect server killed (SIGKILL to its group) while
     the run trains stage 1 and started again on the same port and database: the run goes on
-    (stage 1 finished after the kill, stage 2 started, the same run Running, not started
-    again). Then the whole stack stopped (`down`) while it trains stage 2 and started again
+    (stage 1 finished after the kill, its task Completed on the restarted server, stage 2
+    started, the same run Running, not started again). Then the whole stack stopped (`down`) while it trains stage 2 and started again
     (`up`, on ports free now): the interrupted run is marked Crashed, not left Running, and
     its rerun completes with stage 1 from the cache, untouched."""
     data = stack.data
@@ -554,6 +560,10 @@ def test_a_deployment_run_survives_a_prefect_restart_and_a_stack_restart_crashes
     going = _state(stack, run_id)
     assert going is not None and going["state"]["type"] == "RUNNING", going
     assert going["run_count"] == 1  # it went on; it was not started again
+    # Its stage-1 task ended after the kill: only the run's own process, talking to the
+    # restarted server, can have written that Completed.
+    api = f"http://127.0.0.1:{stack.ports.prefect}/api"
+    assert wait_for(lambda: _task_state(api, run_id, "s1-bp4d-fold1") == "COMPLETED", 120)
 
     assert set(down(data)) == {"prefect", "mlflow", "ray", "deployments"}
     # Ports free now, as the fixture chose them: on a busy machine one of the old ones

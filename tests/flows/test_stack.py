@@ -457,7 +457,9 @@ def test_mlflow_killed_during_finetune_then_up_starts_it_alone(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env.update(client_env(data, secret))
     env.update({"RAY_ADDRESS": f"127.0.0.1:{ports.ray}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-    # Stage 2 alone: the reproduction's parent run and the unit's are the two that log.
+    # Stage 2 alone: the reproduction's parent run and the unit's are the two that log, both
+    # made before the kill (a unit that starts while MLflow is down goes on without a run:
+    # tests/training/test_heldout.py).
     steps = ["stage1.epochs=0", "stage2.epochs=1", "stage2.steps_per_epoch=2", "stage2.batch_size=8"]  # fmt: skip
     sets = [a for o in steps for a in ("--set", o)]
     log = tmp_path / "finetune.log"
