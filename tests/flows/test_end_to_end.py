@@ -45,6 +45,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import mlflow
@@ -137,7 +138,7 @@ def _get(url: str) -> dict:
         return json.loads(r.read())
 
 
-def _post(url: str, body: dict) -> dict:
+def _post(url: str, body: dict) -> Any:  # an object or a list, as the API answers
     req = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json", **AUTH}
     )
@@ -230,6 +231,10 @@ def _deployment_run(stack: Stack, name: str, **params: object) -> tuple[dict, st
     return _get(f"{api}/flow_runs/{flow_run_id}"), printed
 
 
+def _task_runs(api: str, flow_run_id: str) -> list[dict]:
+    return _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+
+
 def _seconds(flow_run: dict) -> float:
     from datetime import datetime
 
@@ -263,7 +268,7 @@ def test_failing_deployment_runs_say_why(stack: Stack, tmp_path: Path) -> None:
     assert message.startswith(f"{empty} is not a bp4d layout"), message
     assert f"failed-because * {empty} is not a bp4d layout" in printed
     assert "UnfinishedRun" not in printed
-    tasks = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+    tasks = _task_runs(api, flow_run["id"])
     states = {t["name"]: (t["state"]["type"], t["state"]["message"]) for t in tasks}
     assert states["preprocess-bp4d"][0] == "FAILED"
     # Stage 1, stage 2 and its evaluation (the last two keep Prefect's default names: their
@@ -518,16 +523,9 @@ def _results(data: Path, unit: str) -> set[Path]:
 LONG = [*SMOKE.overrides, "stage1.steps_per_epoch=3", "stage2.steps_per_epoch=200"]
 
 
-def _state(stack: Stack, flow_run_id: str) -> dict | None:
-    """The flow run's state now, or None while the Prefect server does not answer."""
-    with contextlib.suppress(OSError):
-        return _get(f"http://127.0.0.1:{stack.ports.prefect}/api/flow_runs/{flow_run_id}")
-    return None
-
-
 def _task_state(api: str, flow_run_id: str, unit: str) -> str | None:
     """The state type of the flow run's task for `unit` (named `<row>:<unit>`), if any."""
-    tasks = _post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    tasks = _task_runs(api, flow_run_id)
     return next((t["state"]["type"] for t in tasks if t["name"].endswith(f":{unit}")), None)
 
 
@@ -537,9 +535,10 @@ def test_a_deployment_run_survives_a_prefect_restart_and_a_stack_restart_crashes
     """One deployment run, two outages. The Prefect server killed (SIGKILL to its group) while
     the run trains stage 1 and started again on the same port and database: the run goes on
     (stage 1 finished after the kill, its task Completed on the restarted server, stage 2
-    started, the same run Running, not started again). Then the whole stack stopped (`down`) while it trains stage 2 and started again
-    (`up`, on ports free now): the interrupted run is marked Crashed, not left Running, and
-    its rerun completes with stage 1 from the cache, untouched."""
+    started, the same run Running, not started again). Then the whole stack stopped (`down`)
+    while it trains stage 2 and started again (`up`, on ports free now): the interrupted run
+    is marked Crashed, not left Running, and its rerun completes with stage 1 from the
+    cache, untouched."""
     data = stack.data
     before = set((data / "ray_results").glob("*"))
     s1_before = _results(data, "s1-bp4d-fold1")
@@ -557,12 +556,12 @@ def test_a_deployment_run_survives_a_prefect_restart_and_a_stack_restart_crashes
     assert len(s1) == 1, s1
     done = {p: p.stat().st_mtime for p in s1}
     assert next(iter(done.values())) > killed_at  # stage 1 finished during or after the outage
-    going = _state(stack, run_id)
-    assert going is not None and going["state"]["type"] == "RUNNING", going
+    api = f"http://127.0.0.1:{stack.ports.prefect}/api"
+    going = _get(f"{api}/flow_runs/{run_id}")
+    assert going["state"]["type"] == "RUNNING", going
     assert going["run_count"] == 1  # it went on; it was not started again
     # Its stage-1 task ended after the kill: only the run's own process, talking to the
     # restarted server, can have written that Completed.
-    api = f"http://127.0.0.1:{stack.ports.prefect}/api"
     assert wait_for(lambda: _task_state(api, run_id, "s1-bp4d-fold1") == "COMPLETED", 120)
 
     assert set(down(data)) == {"prefect", "mlflow", "ray", "deployments"}
