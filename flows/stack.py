@@ -47,6 +47,7 @@ from flows.stack_auth import (
 from flows.stack_process import (
     Service,
     bin_path,
+    exclusive,
     healthy,
     read_ports,
     read_state,
@@ -121,8 +122,16 @@ def up(
     answers, and return all four (in `SERVICES` order). A stack that runs keeps its ports and
     secret, and its running services are left alone; `ports` (all) or `asked` (some, by name)
     that differ from its ports are refused. If a service does not come up, every service this
-    call started is stopped again and one error says which."""
+    call started is stopped again and one error says which. One `up`, `down` or `restart` of a
+    stack at a time (`exclusive`)."""
     data_dir = data_dir.resolve()
+    with exclusive(data_dir):
+        return _up(data_dir, ports, timeout, asked or {})
+
+
+def _up(
+    data_dir: Path, ports: Ports | None, timeout: float, asked: dict[str, int]
+) -> list[Service]:
     state = read_state(data_dir)
     kept = [s for s in state if running(s)]
     # A killed leader's children (MLflow's uvicorn, Ray's raylet) hold its ports: stopped
@@ -130,7 +139,7 @@ def up(
     for s in state:
         if s not in kept:
             stop(s)
-    ports = _stack_ports(data_dir, kept, ports, asked or {})
+    ports = _stack_ports(data_dir, kept, ports, asked)
     (data_dir / "stack").mkdir(parents=True, exist_ok=True)
     # The running services check the secret they started with: a new one would lock them out.
     secret = read_secret(data_dir) if kept else make_secret(data_dir)
@@ -235,8 +244,9 @@ def restart(data_dir: Path, name: str, timeout: float = 180) -> Service:
     if name not in SERVICES:
         raise ClefError(f"unknown service {name!r}; expected {', '.join(SERVICES)}")
     data_dir = data_dir.resolve()
-    stop(_service(read_state(data_dir), name, data_dir))
-    return start_again(data_dir, name, timeout)
+    with exclusive(data_dir):
+        stop(_service(read_state(data_dir), name, data_dir))
+        return _start_again(data_dir, name, timeout)
 
 
 def _service(services: list[Service], name: str, data_dir: Path) -> Service:
@@ -252,6 +262,11 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
     the old one in the state file, so `down` stops it. Refuses one that is still alive; one
     that does not come up is stopped again (the state file keeps its PID, which is gone)."""
     data_dir = data_dir.resolve()
+    with exclusive(data_dir):
+        return _start_again(data_dir, name, timeout)
+
+
+def _start_again(data_dir: Path, name: str, timeout: float) -> Service:
     services = read_state(data_dir)
     old = _service(services, name, data_dir)
     ports = read_ports(data_dir)
@@ -277,10 +292,11 @@ def start_again(data_dir: Path, name: str, timeout: float = 180) -> Service:
 def down(data_dir: Path, timeout: float = 30) -> list[str]:
     """Stop what `up` started, the deployment server first; returns the names stopped."""
     data_dir = data_dir.resolve()
-    services = read_state(data_dir)
-    stopped = [s.name for s in _stop_order(services) if stop(s, timeout)]
-    if state_file(data_dir).exists():
-        state_file(data_dir).unlink()
+    if not state_file(data_dir).exists():
+        return []  # no stack: nothing to lock (nor a folder to make)
+    with exclusive(data_dir):
+        stopped = [s.name for s in _stop_order(read_state(data_dir)) if stop(s, timeout)]
+        state_file(data_dir).unlink(missing_ok=True)
     return stopped
 
 

@@ -9,6 +9,7 @@ someone else's, never taken for the service nor signalled (`running`, `foreign`,
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,6 +142,32 @@ def alive(pid: int) -> bool:
 
 def state_file(data_dir: Path) -> Path:
     return data_dir / "stack" / "stack.json"
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold `<data_dir>/stack/lock` while a command changes the stack (`up`, `down`,
+    `restart`): two `up`s at once would each start the missing services and each write the
+    state file, leaving one's processes unknown to `down`. The second gets one error naming
+    the first's PID; the lock goes with the holding process, however it ends. Opened without
+    following a link, so a link planted in the folder redirects no write."""
+    folder = data_dir / "stack"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ClefError(
+                f"another `clef stack` command (pid {holder}) is changing the stack of "
+                f"{data_dir}: run this one when it has ended"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_state(data_dir: Path) -> list[Service]:

@@ -1,5 +1,6 @@
 """`clef stack` port choice, a state file's PID that is now another process's never signalled,
-a stack whose services all died coming back on its ports, and `clef reproduce`'s check of its
+a stack whose services all died coming back on its ports, one `clef stack` command at a time
+(its lock), and `clef reproduce`'s check of its
 parameters (no services);
 the local stack authenticated (one stack for the module, started and stopped by PID): its
 secret is its owner's alone (mode 0600 from creation), Ray's job API runs nothing without it
@@ -107,6 +108,30 @@ def test_up_on_a_running_stack_keeps_its_ports(tmp_path: Path) -> None:
             restart(tmp_path, "grafana")
         assert _pids(tmp_path) == {"prefect": sleeper.pid}  # nothing started, nothing stopped
         assert sleeper.poll() is None
+    finally:
+        _end(sleeper)
+
+
+def test_one_stack_command_at_a_time(tmp_path: Path) -> None:
+    """While one process changes a stack (holds its lock), another's `clef stack up`, `down`
+    and `restart` each stop with one line naming the holder and start or stop nothing; once
+    the holder has ended, `down` goes ahead."""
+    from flows.stack_process import exclusive
+
+    ports = Ports(prefect=_free_port())
+    (tmp_path / "stack").mkdir()
+    sleeper = _sleeper()
+    try:
+        save_state(tmp_path, [_as_service("prefect", sleeper)], ports)
+        with exclusive(tmp_path):
+            for args in (["up"], ["down"], ["restart", "prefect"]):
+                done = _clef(["stack", *args, "--data-dir", str(tmp_path)])
+                lines = (done.stdout + done.stderr).strip().splitlines()
+                assert done.returncode == 2 and len(lines) == 1, (args, lines)
+                assert f"another `clef stack` command (pid {os.getpid()})" in lines[0], lines
+            assert _pids(tmp_path) == {"prefect": sleeper.pid} and sleeper.poll() is None
+        assert down(tmp_path) == ["prefect"]  # the lock went with its holder's `with`
+        assert sleeper.wait(10) is not None
     finally:
         _end(sleeper)
 
