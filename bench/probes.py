@@ -78,14 +78,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) 
         scale, digits = (1, 3) if k == "au_auc" else (100, 1)  # AUC as a fraction
         return common.pm(scale * r[k], scale * r[f"{k}_sd"], digits)
 
+    # Rows combined from runs apart can have run different seeds: n says how many each has.
     caption = (
         f"Synthetic BP4D fold {args.fold}, {args.preset}, stage 1 on {args.corpus}, seeds "
-        f"{', '.join(map(str, args.seeds))} (mean +- sd, %; {wall / 60:.0f} min)"
+        f"{', '.join(map(str, args.seeds))} (mean +- sd over a row's n seeds, %; "
+        f"{wall / 60:.0f} min)"
     )
-    header = ["stage 1", "AU F1", "always", "activity only", "AU AUC", "activity", "largest",
-              "identity", "largest"]  # fmt: skip
+    header = ["stage 1", "n", "AU F1", "always", "activity only", "AU AUC", "activity",
+              "largest", "identity", "largest"]  # fmt: skip
     lines = [
-        [r["label"], mean(r, "au_f1"), f"{100 * r['au_f1_always']:.1f}",
+        [r["label"], str(r["seeds"]), mean(r, "au_f1"), f"{100 * r['au_f1_always']:.1f}",
          f"{100 * r['au_f1_activity']:.1f}", mean(r, "au_auc"),
          mean(r, "activity_acc"), f"{100 * r['activity_majority']:.1f}",
          mean(r, "identity_acc"), f"{100 * r['identity_majority']:.1f}"]

@@ -39,7 +39,9 @@ def test_probe_bench_runs_and_combines(shard_dir: Path, tmp_path: Path) -> None:
                           "--out", str(tmp_path / "all")])  # fmt: skip
     runs = json.loads((tmp_path / "all" / "probes.json").read_text())["runs"]
     assert {row: len(r) for row, r in runs.items()} == {"random": 2, "SSL": 2}
+    table = (tmp_path / "all" / "probes.md").read_text()
     for r in merged:
         assert r["seeds"] == 2 and math.isfinite(r["au_f1_sd"])
+        assert f"| {r['label']} | 2 |" in table  # each row's number of seeds
         values = [run["au_f1"] for run in runs[r["label"]]]
         assert r["au_f1"] == pytest.approx(sum(values) / 2)
