@@ -40,7 +40,7 @@ def resolve_model_dir(uri: str, tracking_uri: str | None, cache: Path) -> Path:
         uri = pinned(uri, client)
     except MlflowException as err:  # no such alias or stage, registry unreachable
         raise ClefError(f"cannot resolve model {uri} at {registry}: {err}") from None
-    target = cache / store_key(client.tracking_uri, registry) / _slug(uri)
+    target = cache / store_key(client.tracking_uri, registry) / model_key(uri)
     for folder in (target, target / "model"):  # a run's root holds the checkpoint in model/
         if (folder / "meta.json").is_file():
             return folder
@@ -131,6 +131,14 @@ def store_key(tracking_uri: str, registry_uri: str) -> str:
     parts = urlparse(tracking_uri)
     host = f"{parts.hostname}-{parts.port}" if parts.hostname else parts.scheme or "file"
     return f"{_slug(host)}-{hashlib.sha256(both.encode()).hexdigest()[:16]}"
+
+
+def model_key(uri: str) -> str:
+    """A cache folder name for one pinned model URI: readable, and a hash of the exact URI,
+    since names that differ only in characters a folder name drops (`clef bp4d`,
+    `clef_bp4d`) read alike and would share one folder, the first one fetched served for
+    both."""
+    return f"{_slug(uri)}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
 
 
 def _absolute(uri: str) -> str:

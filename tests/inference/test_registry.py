@@ -1,8 +1,8 @@
 """The registry model cache against two real MLflow stores (SQLite, artifacts in folders)
 that both register `clef-bp4d` with different weights (issue #31: the cache was keyed by
 the URI alone, so the second server got the first server's model): each server's model
-comes back, a new version and an alias are new downloads, and a pinned version comes from
-the cache without its server."""
+comes back, as does each of two names that read alike in a folder name, a new version and
+an alias are new downloads, and a pinned version comes from the cache without its server."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def _checkpoint(folder: Path, value: float) -> Path:
     return folder
 
 
-def _register(store: Path, value: float, alias: str | None = None) -> str:
+def _register(store: Path, value: float, alias: str | None = None, name: str = NAME) -> str:
     """A run in the SQLite store at `store` logging a checkpoint of `value` as its model,
-    registered as a new version of NAME; returns the store's tracking URI."""
+    registered as a new version of `name`; returns the store's tracking URI."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -45,10 +45,10 @@ def _register(store: Path, value: float, alias: str | None = None) -> str:
     client.log_artifacts(run.info.run_id, str(_checkpoint(store / f"ckpt{value}", value)), "model")
     client.set_terminated(run.info.run_id)
     with contextlib.suppress(MlflowException):  # registered already: a new version
-        client.create_registered_model(NAME)
-    version = client.create_model_version(NAME, f"{run.info.artifact_uri}/model", run.info.run_id)
+        client.create_registered_model(name)
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
     if alias:
-        client.set_registered_model_alias(NAME, alias, version.version)
+        client.set_registered_model_alias(name, alias, version.version)
     return uri
 
 
@@ -70,6 +70,16 @@ def test_the_same_name_on_two_servers_is_two_models(tmp_path: Path) -> None:
 
     run_id = MlflowClient(second).get_model_version(NAME, "1").run_id
     assert _weights(resolve_model_dir(f"runs:/{run_id}/model", second, cache)) == 2.0
+
+
+def test_names_that_read_alike_in_a_folder_name_are_two_models(tmp_path: Path) -> None:
+    """`clef bp4d` and `clef_bp4d` are both `clef_bp4d` once made a folder name: the cache
+    keeps them apart (it once served the first one fetched for both)."""
+    uri = _register(tmp_path / "store", 1.0, name="clef bp4d")
+    _register(tmp_path / "store", 2.0, name="clef_bp4d")
+    cache = tmp_path / "cache"
+    assert _weights(resolve_model_dir("models:/clef bp4d/1", uri, cache)) == 1.0
+    assert _weights(resolve_model_dir("models:/clef_bp4d/1", uri, cache)) == 2.0
 
 
 def test_a_new_version_and_an_alias_are_fetched_anew(tmp_path: Path) -> None:
