@@ -153,7 +153,13 @@ def exclusive(data_dir: Path) -> Iterator[None]:
     following a link, so a link planted in the folder redirects no write."""
     folder = data_dir / "stack"
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as err:  # a link (ELOOP), a folder, no permission
+        raise ClefError(
+            f"cannot open the stack's lock {folder / 'lock'} (expected a file of yours): "
+            f"{err.strerror}"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -73,7 +73,7 @@ def test_ports_are_free_distinct_and_asked_ones_kept() -> None:
 def _sleeper() -> subprocess.Popen:
     """A throwaway process in a session of its own: the PID a test's state file names, so that
     a regression signals this process's group, never pytest's."""
-    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+    return subprocess.Popen(["sleep", "600"], start_new_session=True)  # outlives a slow test
 
 
 def _as_service(name: str, proc: subprocess.Popen, **identity: object) -> Service:
@@ -116,6 +116,7 @@ def test_one_stack_command_at_a_time(tmp_path: Path) -> None:
     """While one process changes a stack (holds its lock), another's `clef stack up`, `down`
     and `restart` each stop with one line naming the holder and start or stop nothing; once
     the holder has ended, `down` goes ahead."""
+    from flows.stack import restart
     from flows.stack_process import exclusive
 
     ports = Ports(prefect=_free_port())
@@ -123,17 +124,29 @@ def test_one_stack_command_at_a_time(tmp_path: Path) -> None:
     sleeper = _sleeper()
     try:
         save_state(tmp_path, [_as_service("prefect", sleeper)], ports)
+        holder = f"another `clef stack` command \\(pid {os.getpid()}\\)"
         with exclusive(tmp_path):
-            for args in (["up"], ["down"], ["restart", "prefect"]):
-                done = _clef(["stack", *args, "--data-dir", str(tmp_path)])
-                lines = (done.stdout + done.stderr).strip().splitlines()
-                assert done.returncode == 2 and len(lines) == 1, (args, lines)
-                assert f"another `clef stack` command (pid {os.getpid()})" in lines[0], lines
+            done = _clef(["stack", "up", "--data-dir", str(tmp_path)])
+            lines = (done.stdout + done.stderr).strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1, lines
+            assert re.search(holder, lines[0]), lines
+            with pytest.raises(ClefError, match=holder):
+                down(tmp_path)
+            with pytest.raises(ClefError, match=holder):
+                restart(tmp_path, "prefect")  # a lock is per open file: this process too
             assert _pids(tmp_path) == {"prefect": sleeper.pid} and sleeper.poll() is None
         assert down(tmp_path) == ["prefect"]  # the lock went with its holder's `with`
         assert sleeper.wait(10) is not None
     finally:
         _end(sleeper)
+    # A link planted where the lock goes is not followed (nor its target written): one line.
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    (tmp_path / "stack" / "lock").unlink()
+    (tmp_path / "stack" / "lock").symlink_to(target)
+    with pytest.raises(ClefError, match=r"cannot open the stack's lock .*expected a file"):
+        up(tmp_path, timeout=1)
+    assert target.read_text() == "keep"
 
 
 def test_a_pid_now_another_process_s_is_never_signalled(
