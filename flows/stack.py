@@ -140,7 +140,6 @@ def _up(
         if s not in kept:
             stop(s)
     ports = _stack_ports(data_dir, kept, ports, asked)
-    (data_dir / "stack").mkdir(parents=True, exist_ok=True)
     # The running services check the secret they started with: a new one would lock them out.
     secret = read_secret(data_dir) if kept else make_secret(data_dir)
     started: list[Service] = []
